@@ -83,7 +83,7 @@ mod = json.load(sys.stdin)
 module, version, pin = sys.argv[1:4]
 required = {r["Path"] for r in mod.get("Require") or []}
 args = ["-go=" + mod["Go"], "-require=%s@%s" % (module, version)]
-for g in mod.get("Godebug") or []:
+for g in mod.get("GoDebug") or []:
     args.append("-godebug=%s=%s" % (g["Key"], g["Value"]))
 for r in mod.get("Replace") or []:
     old, new = r["Old"]["Path"], r["New"]
@@ -95,13 +95,11 @@ print("\n".join(args))
   )
 }
 
-# go_build DIR OUT_DIR LDFLAGS PACKAGE: build PACKAGE in the wrapper module DIR
-# into OUT_DIR/<last path element> (atomically: a killed build leaves nothing).
+# go_build DIR OUT_DIR LDFLAGS PACKAGE NAME: build PACKAGE in the wrapper module
+# DIR into OUT_DIR/NAME (atomically: a killed build leaves nothing behind).
 go_build() {
-  local dir="$1" out_dir="$2" ldflags="$3" pkg="$4"
-  local name tmp
-  name="$(basename "${pkg}")"
-  tmp="${out_dir}/.${name}.tmp"
+  local dir="$1" out_dir="$2" ldflags="$3" pkg="$4" name="$5"
+  local tmp="${out_dir}/.${name}.tmp"
   mkdir -p "${out_dir}"
   (cd "${dir}" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -mod=mod -trimpath" \
     go build -ldflags "${ldflags}" -o "${tmp}" "${pkg}") && mv -f "${tmp}" "${out_dir}/${name}"
@@ -110,21 +108,27 @@ go_build() {
 build_go_component() {
   local label="$1" module="$2" version="$3" pin="$4" out_dir="$5" ldflags="$6"
   shift 6
-  local pkg name start wrapper="${TW_CACHE}/work/${label}-${version}"
+  # The remaining arguments are main packages, each as IMPORT_PATH or IMPORT_PATH=NAME.
+  local spec pkg name start wrapper="${TW_CACHE}/work/${label}-${version}"
   local missing=()
-  for pkg in "$@"; do
-    [[ -x "${out_dir}/$(basename "${pkg}")" ]] || missing+=("${pkg}")
+  for spec in "$@"; do
+    pkg="${spec%%=*}"
+    name="${spec#*=}"
+    [[ "${spec}" == *=* ]] || name="$(basename "${pkg}")"
+    [[ -x "${out_dir}/${name}" ]] || missing+=("${pkg}=${name}")
   done
   (( ${#missing[@]} )) || return 0
   start=${SECONDS}
-  tw_say "preparing wrapper module for ${module}@${version} (replaces pinned to ${pin})"
+  tw_say "preparing wrapper module for ${module}@${version} (replaces pinned to ${pin}) ..."
   run_step "download ${module}@${version} and write wrapper module ${wrapper}" \
     write_wrapper_module "${wrapper}" "${module}" "${version}" "${pin}"
-  for pkg in "${missing[@]}"; do
-    name="$(basename "${pkg}")"
+  tw_say "prepared wrapper module in $(tw_elapsed $((SECONDS - start)))"
+  for spec in "${missing[@]}"; do
+    pkg="${spec%%=*}"
+    name="${spec#*=}"
     start=${SECONDS}
     tw_say "building ${name} ${version} ..."
-    run_step "go build ${name} (${pkg})" go_build "${wrapper}" "${out_dir}" "${ldflags}" "${pkg}"
+    run_step "go build ${name} (${pkg})" go_build "${wrapper}" "${out_dir}" "${ldflags}" "${pkg}" "${name}"
     tw_say "built ${name} in $(tw_elapsed $((SECONDS - start))) -> ${out_dir}/${name}"
   done
 }
@@ -175,11 +179,7 @@ build_go_component kwok sigs.k8s.io/kwok "${KWOK_VERSION}" "${KWOK_VERSION}" "$(
 # replaces the sibling etcd modules with ../ paths, hence the wrapper.
 build_go_component etcd go.etcd.io/etcd/server/v3 "${ETCD_VERSION}" "${ETCD_VERSION}" "$(dirname "${TW_ETCD}")" \
   "-s -w" \
-  go.etcd.io/etcd/server/v3
-# The etcd main package is named after its directory (v3); give it its real name.
-if [[ -x "$(dirname "${TW_ETCD}")/v3" ]]; then
-  mv -f "$(dirname "${TW_ETCD}")/v3" "${TW_ETCD}"
-fi
+  go.etcd.io/etcd/server/v3=etcd
 
 # -- kube-apiserver, kube-controller-manager, kube-scheduler ------------------
 kube_ver="${KUBERNETES_VERSION#v}"
