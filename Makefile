@@ -1,0 +1,55 @@
+# Tickwork — every target bootstraps what it needs, idempotently.
+# Caches live outside the repository (pip's cache, $(TICKWORK_CACHE)).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TICKWORK_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tickwork
+export TICKWORK_CACHE
+
+# pytest arguments, e.g. `make test PYTEST_ARGS="-k lease"`
+PYTEST_ARGS ?=
+
+.PHONY: help venv lint test test-unit demo bench chaos clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n",$$1,$$2}'
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[operator,dev]'
+	@touch $@
+
+venv: $(BIN)/.installed ## create .venv with the package and dev tools
+
+lint: venv ## ruff, mypy --strict, import-linter
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy worker_runtime operator/worker_operator
+	$(BIN)/lint-imports
+
+test-unit: venv ## unit tests only (no servers)
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+test: lint test-deps ## lint, then every test (unit, integration, e2e)
+	$(BIN)/pytest -q -ra $(PYTEST_ARGS)
+
+demo: venv ## run the example worker with a short period
+	$(BIN)/tickwork run examples.passive_users:PassiveUserCheckerWorker --period 2s --run-on-start --metrics-port 0
+
+bench: venv ## benchmarks (print numbers; not timed tests)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean: ## remove the venv and local state (caches outside the repo stay)
+	rm -rf $(VENV) .cluster .demo .mypy_cache .ruff_cache .pytest_cache
+
+# Extra targets (servers, control plane, operator, monitoring) live in mk/.
+-include mk/*.mk
+
+# test-deps collects every mk/ file's prerequisites for the test servers.
+test-deps: venv

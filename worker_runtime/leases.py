@@ -1,0 +1,210 @@
+"""The lease interface: a worker runs only while its replica holds the worker's lease.
+
+A ``LeaseBackend`` does the I/O for one worker's lease and schedule state; ``LeaseKeeper``
+(``leasing.py``) does the timing. Backends: ``InProcessLeases`` here (one replica, the
+default) and ``RedisLeases`` (``redis_leases.py``).
+
+Every method that changes something acts only for ``owner`` — the value a replica chose when
+it started — so a replica whose lease expired cannot renew, release or record over a newer
+holder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, replace
+
+from worker_runtime.scheduling import ScheduleState
+
+__all__ = ["InProcessLeases", "LeaseBackend", "LeaseProvider", "RunRecord"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord:
+    """The status of a worker's latest run, as stored for ``tickwork status`` and the operator."""
+
+    slot: float
+    started_at: float
+    ended_at: float | None
+    outcome: str  # running, success, failure, timeout, cancelled
+    replica_id: str
+    fencing_token: int
+    last_success_at: float | None = None
+
+    def as_fields(self) -> dict[str, str]:
+        return {k: "" if v is None else str(v) for k, v in asdict(self).items()}
+
+
+class LeaseBackend(ABC):
+    """Lease and schedule-state I/O for one worker."""
+
+    worker: str
+
+    @abstractmethod
+    async def acquire(self, owner: str, ttl_seconds: float) -> int | None:
+        """Take the lease if free (or already ours); return the fencing token, else ``None``.
+
+        Safe to retry after a lost reply: the same owner gets its lease and token back.
+        """
+
+    @abstractmethod
+    async def renew(self, owner: str, ttl_seconds: float) -> bool:
+        """Extend the lease to ``ttl_seconds`` from now, only if ``owner`` still holds it."""
+
+    @abstractmethod
+    async def release(self, owner: str) -> bool:
+        """Give the lease up, only if ``owner`` holds it."""
+
+    @abstractmethod
+    async def load_state(self) -> ScheduleState:
+        """The schedule state recorded by the latest holder."""
+
+    @abstractmethod
+    async def claim_slot(
+        self,
+        owner: str,
+        *,
+        slot: float,
+        anchor: float,
+        token: int,
+        replica_id: str,
+        started_at: float,
+    ) -> bool:
+        """Record ``slot`` as taken and the run as started, only if ``owner`` holds the lease
+        and the slot is newer than the last one claimed. False means: do not run it."""
+
+    @abstractmethod
+    async def record_run(self, owner: str, record: RunRecord) -> bool:
+        """Store the run's outcome (and its end, for the schedule), only for the holder.
+        The stored ``last_success_at`` moves only on success."""
+
+    async def ping(self) -> None:  # noqa: B027 - optional hook
+        """Raise if the backend cannot be reached (readiness)."""
+
+
+class LeaseProvider(ABC):
+    """Makes one backend per worker and owns the shared connection."""
+
+    #: Shown in logs ("in-process", "redis://host:6379/0" without password).
+    description: str
+
+    @abstractmethod
+    def for_worker(self, worker: str) -> LeaseBackend: ...
+
+    async def ping(self) -> None:  # noqa: B027 - optional hook
+        """Raise if the backend cannot be reached (readiness)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Close connections."""
+
+
+@dataclass(slots=True)
+class _Slot:
+    owner: str | None = None
+    token: int = 0
+    expires_at: float = 0.0
+    state: ScheduleState = field(default_factory=ScheduleState)
+    record: RunRecord | None = None
+
+
+class _InProcessLease(LeaseBackend):
+    def __init__(self, worker: str, slot: _Slot, counter: list[int]) -> None:
+        self.worker = worker
+        self._slot = slot
+        self._counter = counter
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _holds(self, owner: str) -> bool:
+        return self._slot.owner == owner and self._slot.expires_at > self._now()
+
+    async def acquire(self, owner: str, ttl_seconds: float) -> int | None:
+        if self._holds(owner):
+            self._slot.expires_at = self._now() + ttl_seconds
+            return self._slot.token
+        if self._slot.owner is not None and self._slot.expires_at > self._now():
+            return None
+        self._counter[0] += 1
+        self._slot.owner = owner
+        self._slot.token = self._counter[0]
+        self._slot.expires_at = self._now() + ttl_seconds
+        return self._slot.token
+
+    async def renew(self, owner: str, ttl_seconds: float) -> bool:
+        if not self._holds(owner):
+            return False
+        self._slot.expires_at = self._now() + ttl_seconds
+        return True
+
+    async def release(self, owner: str) -> bool:
+        if self._slot.owner != owner:
+            return False
+        self._slot.owner = None
+        self._slot.expires_at = 0.0
+        return True
+
+    async def load_state(self) -> ScheduleState:
+        return self._slot.state
+
+    async def claim_slot(
+        self,
+        owner: str,
+        *,
+        slot: float,
+        anchor: float,
+        token: int,
+        replica_id: str,
+        started_at: float,
+    ) -> bool:
+        state = self._slot.state
+        if not self._holds(owner) or (state.last_slot is not None and slot <= state.last_slot):
+            return False
+        self._slot.state = ScheduleState(anchor=anchor, last_slot=slot, last_end=state.last_end)
+        previous = self._slot.record
+        self._slot.record = RunRecord(
+            slot=slot,
+            started_at=started_at,
+            ended_at=None,
+            outcome="running",
+            replica_id=replica_id,
+            fencing_token=token,
+            last_success_at=previous.last_success_at if previous else None,
+        )
+        return True
+
+    async def record_run(self, owner: str, record: RunRecord) -> bool:
+        if not self._holds(owner):
+            return False
+        if record.ended_at is not None:
+            state = self._slot.state
+            self._slot.state = ScheduleState(
+                anchor=state.anchor, last_slot=state.last_slot, last_end=record.ended_at
+            )
+        previous = self._slot.record
+        last_success = previous.last_success_at if previous else None
+        if record.outcome == "success":
+            last_success = record.ended_at
+        self._slot.record = replace(record, last_success_at=last_success)
+        return True
+
+
+class InProcessLeases(LeaseProvider):
+    """Leases inside one process: the default when no Redis URL is given (one replica).
+
+    Fencing tokens come from one counter per provider, so they grow across workers too.
+    """
+
+    description = "in-process"
+
+    def __init__(self) -> None:
+        self._slots: dict[str, _Slot] = {}
+        self._counter = [0]
+
+    def for_worker(self, worker: str) -> LeaseBackend:
+        return _InProcessLease(worker, self._slots.setdefault(worker, _Slot()), self._counter)
+
+    def record(self, worker: str) -> RunRecord | None:
+        slot = self._slots.get(worker)
+        return slot.record if slot else None
