@@ -65,6 +65,7 @@ _RUN_FLAGS: tuple[tuple[str, str], ...] = (
     ("--redis-url", "redis:// or rediss:// URL; without it the lease is in-process"),
     ("--redis-password-file", "read the Redis password from this file"),
     ("--lease-ttl", "how long a lease lives without renewal (default 15s)"),
+    ("--lease-renew-interval", "how often the holder renews (default TTL/3; at most TTL/2)"),
     ("--metrics-port", "port for /metrics, /healthz, /readyz (default 9100; 0 disables)"),
     ("--metrics-host", "address to listen on (default 0.0.0.0)"),
 )
@@ -158,11 +159,18 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> RuntimeSe
             redis_url=get("redis-url"),
             redis_password=read_password(env, get("redis-password-file")),
             lease_ttl_seconds=duration_arg(get("lease-ttl") or "15s", what="lease TTL"),
-            metrics_host=get("metrics-host") or "0.0.0.0",  # noqa: S104
+            lease_renew_interval_seconds=_optional_duration(
+                get("lease-renew-interval"), what="lease renew interval"
+            ),
+            metrics_host=get("metrics-host") or "0.0.0.0",
             metrics_port=metrics_port(port_text) if port_text is not None else 9100,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _optional_duration(text: str | None, *, what: str) -> float | None:
+    return None if text is None else duration_arg(text, what=what)
 
 
 def build_workers(settings: RuntimeSettings) -> list[PeriodicWorker]:
@@ -220,7 +228,7 @@ async def serve(settings: RuntimeSettings, workers: list[PeriodicWorker], servic
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
     metrics = Metrics(registry)
-    timing = LeaseTiming(ttl_seconds=settings.lease_ttl_seconds)
+    timing = settings.lease_timing()
     leases = make_leases(settings, metrics, timing)
     manager = WorkerManager(
         options=ManagerOptions(
@@ -307,7 +315,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     workers = build_workers(settings)
     services = load_services(settings.services)
     try:
-        LeaseTiming(ttl_seconds=settings.lease_ttl_seconds)
+        settings.lease_timing()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if settings.redis_url is not None:
@@ -317,7 +325,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             check_redis_url(settings.redis_url)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     return asyncio.run(serve(settings, workers, services))
 
 
@@ -331,7 +339,10 @@ def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         password = read_password(env, args.redis_password_file)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return asyncio.run(print_status(url, password=password, worker=args.worker, as_json=args.json))
+    code: int = asyncio.run(
+        print_status(url, password=password, worker=args.worker, as_json=args.json)
+    )
+    return code
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from worker_runtime.durations import parse_duration
+from worker_runtime.leasing import LeaseTiming
 
 __all__ = ["ENV_PREFIX", "RuntimeSettings", "env_name", "parse_bool", "redact_url"]
 
@@ -60,8 +61,16 @@ class RuntimeSettings:
     redis_url: str | None = field(default=None, repr=False)
     redis_password: str | None = field(default=None, repr=False)
     lease_ttl_seconds: float = 15.0
-    metrics_host: str = "0.0.0.0"  # noqa: S104 - a pod's metrics must be reachable
+    lease_renew_interval_seconds: float | None = None
+    metrics_host: str = "0.0.0.0"
     metrics_port: int = 9100
+
+    def lease_timing(self) -> LeaseTiming:
+        """Validated lease timing (``ValueError`` names the bad value)."""
+        return LeaseTiming(
+            ttl_seconds=self.lease_ttl_seconds,
+            renew_interval_seconds=self.lease_renew_interval_seconds,
+        )
 
     @property
     def redis_url_redacted(self) -> str | None:

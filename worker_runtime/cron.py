@@ -15,7 +15,7 @@ Pure functions, no I/O. Semantics (Debian cron's, which most operators expect):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = ["CronExpression", "load_timezone"]
@@ -36,7 +36,7 @@ _MONTHS = {
     )
 }
 _DAYS = {d: i for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])}
-_FIELDS = (
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day-of-month", 1, 31, {}),
@@ -150,7 +150,7 @@ class CronExpression:
             return dom or dow
         return dom and dow
 
-    def next_after(self, instant: datetime, tz: ZoneInfo | type[UTC] | object) -> datetime | None:
+    def next_after(self, instant: datetime, tz: tzinfo) -> datetime | None:
         """The first instant strictly after ``instant`` that the expression matches in ``tz``.
 
         ``instant`` must be timezone-aware; the result is in ``tz``. ``None`` when nothing

@@ -120,6 +120,10 @@ class LeaseKeeper:
         return self._term if self._term is not None and self._term.active else None
 
     @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    @property
     def healthy(self) -> bool:
         """False while the backend cannot be reached."""
         return self._healthy
@@ -137,7 +141,7 @@ class LeaseKeeper:
                     token = await self._do_acquire()
                     self._healthy = True
                     failures = 0
-                    if token is not None and self._stopped:
+                    if token is not None and self.stopped:
                         await self._do_release()  # acquired while stopping: give it back
                         break
                     if token is not None:
@@ -147,7 +151,7 @@ class LeaseKeeper:
                     await asyncio.sleep(self._jittered(self.timing.poll(self._interval_hint)))
                     continue
                 await self._sleep_until(term, next_renew_at)
-                if not term.active or self._stopped:
+                if not term.active or self.stopped:
                     continue
                 sent_at = loop.time()
                 renewed = await self._do_renew(term)

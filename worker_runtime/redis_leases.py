@@ -1,0 +1,265 @@
+"""Leases in Redis: exactly one replica runs each tick, fenced.
+
+Each operation is one Lua script (atomic, and allowed in Redis Cluster because all of a
+worker's keys share a hash tag, see ``keys.py``). Every script that changes something first
+compares the stored owner with the caller, so a replica whose lease expired cannot renew,
+release or record over a newer holder.
+
+Connection settings are explicit and sized to the lease timing: socket and connect timeouts
+of half a renew interval (at most 2 s), one immediate retry on a dropped connection (every
+script is safe to repeat), a health check on connections idle for longer than the TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from worker_runtime.config import redact_url
+from worker_runtime.keys import WorkerKeys
+from worker_runtime.leases import LeaseBackend, LeaseProvider, RunRecord
+from worker_runtime.leasing import LeaseTiming
+from worker_runtime.metrics import Metrics
+from worker_runtime.scheduling import ScheduleState
+
+__all__ = ["RedisLeases", "check_redis_url"]
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] lease hash, KEYS[2] fencing counter
+# ARGV[1] owner, ARGV[2] TTL in milliseconds
+# Returns the fencing token, or false when another owner holds the lease. The same owner
+# asking again (a retry after a lost reply) gets its lease extended and its token back.
+# A missing counter starts at the Redis server's clock in microseconds, so tokens keep
+# growing even if Redis lost its data.
+_ACQUIRE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('HGET', KEYS[1], 'token'))
+end
+if owner then
+  return false
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'token', token)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return token
+"""
+
+# KEYS[1] lease hash
+# ARGV[1] owner, ARGV[2] TTL in milliseconds
+# Returns 1 when renewed, 0 when the caller does not hold the lease.
+_RENEW = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] lease hash
+# ARGV[1] owner
+# Compare-and-delete: returns 1 when released, 0 when the caller did not hold it.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS[1] lease hash, KEYS[2] schedule hash, KEYS[3] status hash
+# ARGV[1] owner, ARGV[2] slot, ARGV[3] anchor, ARGV[4] fencing token, ARGV[5] replica id,
+# ARGV[6] started_at
+# Returns 1 when the slot is claimed, 0 when the caller does not hold the lease, -1 when the
+# slot is not newer than the last one claimed (never run a slot twice).
+_CLAIM = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
+  return 0
+end
+local last = redis.call('HGET', KEYS[2], 'last_slot')
+if last and tonumber(last) >= tonumber(ARGV[2]) then
+  return -1
+end
+redis.call('HSETNX', KEYS[2], 'anchor', ARGV[3])
+redis.call('HSET', KEYS[2], 'last_slot', ARGV[2])
+redis.call('HSET', KEYS[3], 'slot', ARGV[2], 'started_at', ARGV[6], 'ended_at', '',
+  'outcome', 'running', 'replica_id', ARGV[5], 'fencing_token', ARGV[4])
+return 1
+"""
+
+# KEYS[1] lease hash, KEYS[2] schedule hash, KEYS[3] status hash
+# ARGV[1] owner, ARGV[2] ended_at, ARGV[3] outcome, ARGV[4] slot, ARGV[5] started_at,
+# ARGV[6] replica id, ARGV[7] fencing token
+# Returns 1 when recorded, 0 when the caller does not hold the lease.
+_RECORD = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[2], 'last_end', ARGV[2])
+redis.call('HSET', KEYS[3], 'slot', ARGV[4], 'started_at', ARGV[5], 'ended_at', ARGV[2],
+  'outcome', ARGV[3], 'replica_id', ARGV[6], 'fencing_token', ARGV[7])
+if ARGV[3] == 'success' then
+  redis.call('HSET', KEYS[3], 'last_success_at', ARGV[2])
+end
+return 1
+"""
+
+
+def check_redis_url(url: str) -> None:
+    """``ValueError`` (with the password redacted) unless ``url`` is a usable Redis URL."""
+    safe = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"redis URL {safe!r} is not a valid URL") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"redis URL {safe!r} must start with redis://, rediss:// or unix://")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"redis URL {safe!r} has no host")
+    del port
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _float(value: bytes | str | None) -> float | None:
+    if value in (None, b"", ""):
+        return None
+    return float(value)
+
+
+class _RedisLease(LeaseBackend):
+    def __init__(self, provider: RedisLeases, worker: str) -> None:
+        self.worker = worker
+        self._p = provider
+        self._keys = WorkerKeys(worker)
+
+    async def acquire(self, owner: str, ttl_seconds: float) -> int | None:
+        token = await self._p.acquire_script(
+            keys=[self._keys.lease, self._keys.fence], args=[owner, _ms(ttl_seconds)]
+        )
+        return None if token is None else int(token)
+
+    async def renew(self, owner: str, ttl_seconds: float) -> bool:
+        return bool(
+            await self._p.renew_script(keys=[self._keys.lease], args=[owner, _ms(ttl_seconds)])
+        )
+
+    async def release(self, owner: str) -> bool:
+        return bool(await self._p.release_script(keys=[self._keys.lease], args=[owner]))
+
+    async def load_state(self) -> ScheduleState:
+        raw = await self._p.client.hgetall(self._keys.schedule)
+        return ScheduleState(
+            anchor=_float(raw.get(b"anchor")),
+            last_slot=_float(raw.get(b"last_slot")),
+            last_end=_float(raw.get(b"last_end")),
+        )
+
+    async def claim_slot(
+        self,
+        owner: str,
+        *,
+        slot: float,
+        anchor: float,
+        token: int,
+        replica_id: str,
+        started_at: float,
+    ) -> bool:
+        result = await self._p.claim_script(
+            keys=[self._keys.lease, self._keys.schedule, self._keys.status],
+            args=[owner, repr(slot), repr(anchor), token, replica_id, repr(started_at)],
+        )
+        if int(result) == -1:
+            log.warning("worker %r: slot %r was already claimed; not running it", self.worker, slot)
+        return int(result) == 1
+
+    async def record_run(self, owner: str, record: RunRecord) -> bool:
+        ended = record.ended_at if record.ended_at is not None else record.started_at
+        result = await self._p.record_script(
+            keys=[self._keys.lease, self._keys.schedule, self._keys.status],
+            args=[
+                owner,
+                repr(ended),
+                record.outcome,
+                repr(record.slot),
+                repr(record.started_at),
+                record.replica_id,
+                record.fencing_token,
+            ],
+        )
+        return bool(result)
+
+    async def ping(self) -> None:
+        await self._p.ping()
+
+
+class RedisLeases(LeaseProvider):
+    """One Redis connection pool shared by every worker's lease."""
+
+    def __init__(self, client: Redis, *, description: str) -> None:
+        self.client = client
+        self.description = description
+        self.acquire_script = client.register_script(_ACQUIRE)
+        self.renew_script = client.register_script(_RENEW)
+        self.release_script = client.register_script(_RELEASE)
+        self.claim_script = client.register_script(_CLAIM)
+        self.record_script = client.register_script(_RECORD)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        password: str | None = None,
+        timing: LeaseTiming,
+        metrics: Metrics | None = None,
+    ) -> RedisLeases:
+        check_redis_url(url)
+        return cls(connect(url, password=password, timing=timing), description=redact_url(url))
+
+    def for_worker(self, worker: str) -> LeaseBackend:
+        return _RedisLease(self, worker)
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def connect(url: str, *, password: str | None, timing: LeaseTiming) -> Redis:
+    """A client whose every network setting is chosen here, not left to redis-py's defaults."""
+    op_timeout = timing.op_timeout_seconds
+    options: dict[str, object] = {
+        "socket_timeout": op_timeout,
+        "socket_connect_timeout": op_timeout,
+        "socket_keepalive": True,
+        "retry_on_timeout": False,
+        # One immediate retry on a dropped connection; every script is safe to repeat.
+        "retry": Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+        "health_check_interval": max(1, round(timing.ttl_seconds)),
+        "max_connections": 64,
+        "client_name": "tickwork",
+        "protocol": 2,
+    }
+    if password:
+        options["password"] = password
+    return Redis.from_url(url, **options)  # type: ignore[arg-type]
+
+
+# Re-exported for tests that simulate outages.
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
