@@ -22,7 +22,7 @@ import svcs
 from worker_runtime import PeriodicWorker, TickContext
 
 INACTIVE_AFTER = timedelta(days=30)
-_DEFAULT_DB = "/tmp/tickwork-example.sqlite3"  # noqa: S108 - a demo file
+_DEFAULT_DB = "/tmp/tickwork-example.sqlite3"
 
 
 class StaleFencingToken(Exception):
@@ -62,22 +62,28 @@ class UserRepository:
         self._db.executemany("INSERT INTO users (name, last_login) VALUES (?, ?)", rows)
 
     def _update(self, *, fence: int, now: float) -> int:
-        cutoff = now - INACTIVE_AFTER.total_seconds()
-        self._db.execute("BEGIN IMMEDIATE")
+        # Its own connection: a write already running in a thread finishes (or is refused)
+        # even if the tick is cancelled and its scope closes the repository meanwhile.
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
-            (seen,) = self._db.execute("SELECT token FROM fence WHERE id = 1").fetchone()
-            if fence < seen:
-                raise StaleFencingToken(f"fencing token {fence} is older than {seen}")
-            self._db.execute("UPDATE fence SET token = ? WHERE id = 1", (fence,))
-            cur = self._db.execute(
-                "UPDATE users SET status = 'passive' WHERE status = 'active' AND last_login < ?",
-                (cutoff,),
-            )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        return cur.rowcount
+            cutoff = now - INACTIVE_AFTER.total_seconds()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (seen,) = db.execute("SELECT token FROM fence WHERE id = 1").fetchone()
+                if fence < seen:
+                    raise StaleFencingToken(f"fencing token {fence} is older than {seen}")
+                db.execute("UPDATE fence SET token = ? WHERE id = 1", (fence,))
+                cur = db.execute(
+                    "UPDATE users SET status = 'passive' WHERE status = 'active' AND last_login < ?",
+                    (cutoff,),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return cur.rowcount
+        finally:
+            db.close()
 
     async def update_inactive_user_statuses(self, *, fence: int, now: float | None = None) -> int:
         """Mark inactive users passive; refuses a stale fencing token. Returns how many changed."""
