@@ -39,8 +39,11 @@ test-unit: venv ## unit tests only (no servers)
 test: lint test-deps ## lint, then every test (unit, integration, e2e)
 	$(BIN)/pytest -q -ra $(PYTEST_ARGS)
 
-demo: venv ## run the example worker with a short period
-	$(BIN)/tickwork run examples.passive_users:PassiveUserCheckerWorker --period 2s --run-on-start --metrics-port 0
+demo: venv redis-server ## the example worker in two replicas sharing a Redis lease (Ctrl-C stops)
+	examples/demo.sh
+
+chaos: venv redis-server ## the long chaos run: 10,000 ticks under random kills
+	TICKWORK_CHAOS_TICKS=$${TICKWORK_CHAOS_TICKS:-10000} $(BIN)/pytest tests/integration/test_chaos.py -q -s
 
 bench: venv ## benchmarks (print numbers; not timed tests)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done

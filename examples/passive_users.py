@@ -74,7 +74,8 @@ class UserRepository:
                     raise StaleFencingToken(f"fencing token {fence} is older than {seen}")
                 db.execute("UPDATE fence SET token = ? WHERE id = 1", (fence,))
                 cur = db.execute(
-                    "UPDATE users SET status = 'passive' WHERE status = 'active' AND last_login < ?",
+                    "UPDATE users SET status = 'passive'"
+                    " WHERE status = 'active' AND last_login < ?",
                     (cutoff,),
                 )
                 db.execute("COMMIT")

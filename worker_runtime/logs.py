@@ -22,7 +22,10 @@ class TextFormatter(logging.Formatter):
         worker = getattr(record, "worker", None)
         if worker is not None:
             tick = getattr(record, "tick", None)
-            suffix = f" [worker={worker}" + (f" tick={tick}]" if tick is not None else "]")
+            replica = getattr(record, "replica", None)
+            suffix = f" [worker={worker}"
+            suffix += f" tick={tick}" if tick is not None else ""
+            suffix += f" replica={replica}]" if replica is not None else "]"
             first, sep, rest = text.partition("\n")
             text = first + suffix + sep + rest
         return text
@@ -36,7 +39,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("worker", "tick"):
+        for key in ("worker", "tick", "replica"):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value

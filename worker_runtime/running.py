@@ -185,7 +185,9 @@ class WorkerRunner:
             tick=number,
             replica_id=self._replica_id,
             fencing_token=term.token,
-            logger=logging.LoggerAdapter(tick_log, {"worker": name, "tick": number}),
+            logger=logging.LoggerAdapter(
+                tick_log, {"worker": name, "tick": number, "replica": self._replica_id}
+            ),
             services=container,
         )
         task = tg.create_task(self._execute(ctx, container), name=f"tick:{name}:{number}")

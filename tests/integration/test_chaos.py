@@ -110,7 +110,7 @@ def test_chaos_no_overlap_no_slot_twice_and_misses_only_inside_failover_windows(
             launch(index)
         anchor = float(client.hget(WorkerKeys(WORKER).schedule, "anchor") or 0)
     finally:
-        for replica, proc in procs.values():
+        for _replica, proc in procs.values():
             stop(proc)
         end_of_run = time.time()
         client.close()
@@ -148,7 +148,8 @@ def test_chaos_no_overlap_no_slot_twice_and_misses_only_inside_failover_windows(
     for kind, times in failovers.items():
         if times:
             print(
-                f"failover after {kind.upper()} of the holder: median {statistics.median(times) * 1000:.0f} ms, "
+                f"failover after {kind.upper()} of the holder: "
+                f"median {statistics.median(times) * 1000:.0f} ms, "
                 f"max {max(times) * 1000:.0f} ms over {len(times)} takeovers"
             )
     assert verdict.executions >= TICKS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -89,7 +90,7 @@ async def test_fencing_tokens_strictly_increase_across_holders(leases: RedisLeas
             await asyncio.sleep(0.35)  # let it expire instead of releasing
         else:
             await lease.release(owner)
-    assert all(b > a for a, b in zip(tokens, tokens[1:], strict=False)), tokens
+    assert all(b > a for a, b in itertools.pairwise(tokens)), tokens
 
 
 async def test_fencing_tokens_keep_growing_even_if_redis_loses_its_data(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import socket
 import statistics
@@ -36,12 +37,13 @@ def test_rate_mode_makes_25_ticks_in_5_seconds_each_on_its_grid_point(tmp_path: 
     window = [e for e in starts if e["time"] < first["time"] + 5.0]  # type: ignore[operator]
     assert 24 <= len(window) <= 26, f"{len(window)} ticks in 5 s"
     slots = [float(e["slot"]) for e in starts]  # type: ignore[arg-type]
-    steps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(slots)]
     # scheduled_at is a datetime: microsecond resolution.
     assert all(abs(step - 0.2) < 2e-6 for step in steps), steps
     lateness = [float(e["time"]) - float(e["slot"]) for e in starts]  # type: ignore[arg-type]
     print(
-        f"lateness: median {statistics.median(lateness) * 1000:.2f} ms, max {max(lateness) * 1000:.2f} ms"
+        f"lateness: median {statistics.median(lateness) * 1000:.2f} ms,"
+        f" max {max(lateness) * 1000:.2f} ms"
     )
     assert statistics.median(lateness) < 0.005
     assert max(lateness) < 0.025

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 
@@ -59,8 +60,8 @@ def check(
     kill_times: dict[str, list[float]] | None = None,
 ) -> Verdict:
     """No overlap in time, no slot twice, tokens never go back, and every missed slot lies in a
-    failover window: a kill (or Redis restart) allows [fault − period, fault over + TTL + period];
-    a SIGTERM allows [fault − period, fault + 2·period] (release, then the next slot)."""
+    failover window: a kill (or Redis restart) allows [fault - period, fault over + TTL + period];
+    a SIGTERM allows [fault - period, fault + 2*period] (release, then the next slot)."""
     ordered = sorted(executions, key=lambda e: e.start)
     kill_times = kill_times or {}
 
@@ -77,7 +78,7 @@ def check(
         if key in seen:
             verdict.duplicates.append(ex.slot)
         seen[key] = ex
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         if b.start < end_of(a):
             verdict.overlaps.append((a, b))
         if b.token < a.token:

@@ -19,7 +19,7 @@ def test_a_clean_run_passes() -> None:
 
 
 def test_a_slot_run_twice_is_caught() -> None:
-    runs = _run(10) + [Execution(slot=0.5, replica="b", token=2, start=0.53, end=0.54)]
+    runs = [*_run(10), Execution(slot=0.5, replica="b", token=2, start=0.53, end=0.54)]
     v = check(runs, [], period=P, anchor=0.0, ttl=1.0, end_of_run=10)
     assert v.duplicates == [0.5]
 

@@ -4,6 +4,7 @@ Differences are taken between timestamps: Python subtracts aware datetimes that 
 tzinfo by wall time, which is exactly what DST makes wrong.
 """
 
+import itertools
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -33,7 +34,7 @@ def _utc(*args: int) -> datetime:
 
 def test_every_ten_minutes_keeps_real_time_cadence_through_the_fall_back_hour_in_berlin() -> None:
     slots = _run("*/10 * * * *", _utc(2026, 10, 25, 0, 35), BERLIN, 14)
-    gaps = {b.timestamp() - a.timestamp() for a, b in zip(slots, slots[1:], strict=False)}
+    gaps = {b.timestamp() - a.timestamp() for a, b in itertools.pairwise(slots)}
     assert gaps == {600.0}, "the repeated hour must run at both of its occurrences"
     walls = [s.strftime("%H:%M%z") for s in slots]
     assert "02:50+0200" in walls
@@ -70,7 +71,7 @@ def test_a_fixed_time_in_the_repeated_hour_runs_only_once_in_new_york() -> None:
 def test_an_hourly_job_runs_each_real_hour_across_the_fall_back_in_new_york() -> None:
     slots = _run("0 * * * *", _utc(2026, 11, 1, 4, 30), NEW_YORK, 3)
     stamps = [s.timestamp() for s in slots]
-    assert [b - a for a, b in zip(stamps, stamps[1:], strict=False)] == [3600, 3600]
+    assert [b - a for a, b in itertools.pairwise(stamps)] == [3600, 3600]
 
 
 def test_day_of_month_and_day_of_week_follow_the_cron_or_rule() -> None:
