@@ -234,9 +234,9 @@ class PrometheusServer:
         result: list[dict[str, Any]] = data["result"]
         return result
 
-    def scalar(self, expr: str) -> float | None:
+    def scalar(self, expr: str, *, at: float | None = None) -> float | None:
         """The single value of ``expr`` (None when the result is empty)."""
-        result = self.query(expr)
+        result = self.query(expr, at=at)
         if not result:
             return None
         if len(result) > 1:
