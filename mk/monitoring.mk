@@ -20,9 +20,8 @@ prometheus: ## Install prometheus + promtool (Debian package) if not on PATH
 	  echo "== apt-get update (no candidate for prometheus yet)"; \
 	  apt_run apt-get update -qq; \
 	fi; \
-	policy=/usr/sbin/policy-rc.d; own_policy=; \
+	policy=/usr/sbin/policy-rc.d; \
 	if [ ! -e $$policy ]; then \
-	  own_policy=1; \
 	  trap 'apt_run rm -f '$$policy EXIT; \
 	  printf '#!/bin/sh\n# tickwork: do not start services during this install\nexit 101\n' \
 	    | apt_run tee $$policy >/dev/null; \
@@ -37,10 +36,13 @@ prometheus: ## Install prometheus + promtool (Debian package) if not on PATH
 	  apt_run start-stop-daemon --stop --quiet --oknodo --retry=TERM/30/KILL/5 \
 	    --pidfile /run/prometheus/prometheus.pid --exec /usr/bin/prometheus || true; \
 	fi; \
-	prometheus --version 2>&1 | head -n1; promtool --version 2>&1 | head -n1
+	prometheus --version 2>&1 | sed -n 1p; promtool --version 2>&1 | sed -n 1p
 
 monitoring-check: prometheus ## promtool: check and unit-test the alert rules
 	promtool check rules $(MONITORING_DIR)/alerts.yaml
 	cd $(MONITORING_DIR) && promtool test rules alerts_test.yaml
 
+# promtool runs in the unit tests (tests/unit/test_monitoring_files.py), prometheus in the
+# integration tests (tests/integration/test_prometheus.py).
+test-unit: prometheus
 test-deps: prometheus
