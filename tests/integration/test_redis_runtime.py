@@ -208,3 +208,51 @@ def test_tickwork_status_prints_the_record_of_each_worker(
         text=True,
     )
     assert missing.returncode == 1 and "no status recorded for worker 'Nope'" in missing.stderr
+
+
+def _metric(port: int, line_prefix: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    for line in body.splitlines():
+        if line.startswith(line_prefix):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{line_prefix} not exported")
+
+
+def test_the_follower_counts_slots_it_did_not_run_and_the_holder_reports_its_lease(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.jsonl"
+    ports = [free_port(), free_port()]
+    procs = [
+        start_tickwork(
+            ["run", W, "--period", "200ms", "--redis-url", redis_server.url, "--replica-id", f"r{i}",
+             "--lease-ttl", "1s",
+             "--metrics-port", str(ports[i]), "--metrics-host", "127.0.0.1"],
+            env={"TICKWORK_TEST_LOG": str(log)},
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    try:
+        wait_until(lambda: len(_starts(log)) >= 8, timeout=20, what="eight ticks")
+        holder = 0 if _starts(log)[-1]["replica"] == "r0" else 1
+        follower = 1 - holder
+        held = 'tickwork_lease_held{worker="Ticker"}'
+        assert _metric(ports[holder], held) == 1
+        assert _metric(ports[follower], held) == 0
+        token = _metric(ports[holder], 'tickwork_lease_fencing_token{worker="Ticker"}')
+        assert token == _starts(log)[-1]["token"]
+        not_leader = 'tickwork_ticks_skipped_total{reason="not_leader",worker="Ticker"}'
+        assert _metric(ports[follower], not_leader) >= 3
+        assert (
+            _metric(ports[holder], 'tickwork_lease_operation_duration_seconds_count{op="renew"}')
+            >= 1
+        )
+        assert (
+            _metric(
+                ports[follower], 'tickwork_lease_operation_duration_seconds_count{op="acquire"}'
+            )
+            >= 3
+        )
+    finally:
+        for proc in procs:
+            stop(proc)
