@@ -1,0 +1,83 @@
+"""Names and defaults shared by the CRD, the builders and the operator (one place for each)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "API_VERSION",
+    "CATEGORY",
+    "CONTAINER_NAME",
+    "CRD_NAME",
+    "DEFAULTS",
+    "FIELD_MANAGER",
+    "GROUP",
+    "KIND",
+    "LABEL_COMPONENT",
+    "LABEL_INSTANCE",
+    "LABEL_MANAGED_BY",
+    "LABEL_NAME",
+    "LABEL_PART_OF",
+    "LABEL_VERSION",
+    "LIST_KIND",
+    "MANAGED_BY",
+    "METRICS_PORT_NAME",
+    "OPERATOR_NAME",
+    "PLURAL",
+    "RESERVED_POD_LABELS",
+    "SHORT_NAMES",
+    "SINGULAR",
+    "VERSION",
+    "WORKER_APP_NAME",
+]
+
+GROUP: Final = "tickwork.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "BackgroundWorker"
+LIST_KIND: Final = "BackgroundWorkerList"
+PLURAL: Final = "backgroundworkers"
+SINGULAR: Final = "backgroundworker"
+SHORT_NAMES: Final = ("bgw",)
+CATEGORY: Final = "tickwork"
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+OPERATOR_NAME: Final = "tickwork-operator"
+#: The one field manager of every server-side apply the operator sends.
+FIELD_MANAGER: Final = OPERATOR_NAME
+
+# Recommended labels (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/).
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_VERSION: Final = "app.kubernetes.io/version"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+WORKER_APP_NAME: Final = "tickwork-worker"
+MANAGED_BY: Final = OPERATOR_NAME
+#: Pod labels a user may not set: the selector and ownership labels are the operator's.
+RESERVED_POD_LABELS: Final = (LABEL_NAME, LABEL_INSTANCE, LABEL_MANAGED_BY)
+
+CONTAINER_NAME: Final = "worker"
+METRICS_PORT_NAME: Final = "metrics"
+
+
+class DEFAULTS:
+    """Defaults of optional spec fields; the CRD schema declares the same values."""
+
+    replicas: Final = 1
+    suspend: Final = False
+    run_on_start: Final = False
+    mode: Final = "delay"
+    misfire: Final = "skip"
+    time_zone: Final = "UTC"
+    lease_ttl: Final = "15s"
+    metrics_port: Final = 9100
+    metrics_scrape: Final = True
+    shutdown_grace: Final = "30s"
+    log_format: Final = "json"
+    log_level: Final = "info"
+    redis_url_key: Final = "url"
+    redis_password_key: Final = "password"
+    #: Extra seconds the kubelet waits after the runtime's own shutdown grace.
+    termination_margin_seconds: Final = 10

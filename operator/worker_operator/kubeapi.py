@@ -1,0 +1,372 @@
+"""The Kubernetes I/O layer: asynchronous calls with plain dicts in and out.
+
+``KubeApi`` wraps one ``kubernetes_asyncio`` ``ApiClient`` (kubeconfig or in-cluster
+credentials, token refresh). Every call has a timeout; transient failures (409 conflicts,
+429, 5xx, a lost connection, a timeout) are retried with exponential backoff and jitter, and
+only then raised as ``TransientApiError``. Other failures are raised at once, classified:
+``NotFound``, ``Forbidden`` (RBAC), ``Rejected`` (the server refused the object: 400/422).
+Nothing here knows kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from worker_operator.constants import FIELD_MANAGER, GROUP, PLURAL, VERSION
+
+__all__ = [
+    "ApiError",
+    "Forbidden",
+    "KubeApi",
+    "NotFound",
+    "Rejected",
+    "RetryPolicy",
+    "TransientApiError",
+    "classify",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_APPLY = "application/apply-patch+yaml"
+_MERGE = "application/merge-patch+json"
+_JSON = "application/json"
+_METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+_TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+
+
+class ApiError(Exception):
+    """A Kubernetes API call failed; ``message`` is the server's own explanation."""
+
+    def __init__(self, status: int, message: str, *, retry_after_seconds: float | None = None):
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+        self.retry_after_seconds = retry_after_seconds
+
+    @property
+    def transient(self) -> bool:
+        return self.status == 0 or self.status in _TRANSIENT_STATUSES
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Forbidden(ApiError):
+    """401/403: the operator's credentials or RBAC rules do not allow the call."""
+
+
+class Rejected(ApiError):
+    """400/422 (and other 4xx): the server refused the request; retrying the same fails."""
+
+
+class TransientApiError(ApiError):
+    """Retries ran out on a failure that may pass (conflict, throttling, 5xx, network)."""
+
+
+def _server_message(exc: ApiException) -> str:
+    raw: object = exc.body
+    body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if isinstance(body, str) and body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return body.strip()[:2000]
+        if isinstance(parsed, dict) and parsed.get("message"):
+            return str(parsed["message"])
+    return str(exc.reason or "no message")
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    headers: Any = exc.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(exc: BaseException) -> ApiError:
+    """Map a client exception (or a network failure) to an ``ApiError`` subclass."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        message = _server_message(exc)
+        if status == 404:
+            return NotFound(status, message)
+        if status in (401, 403):
+            return Forbidden(status, message)
+        if status == 0 or status in _TRANSIENT_STATUSES:
+            return ApiError(status, message, retry_after_seconds=_retry_after(exc))
+        return Rejected(status, message)
+    if isinstance(exc, TimeoutError):
+        return ApiError(0, "the API server did not answer in time")
+    return ApiError(0, f"cannot reach the API server: {type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter for transient failures."""
+
+    attempts: int = 5
+    initial_delay_seconds: float = 0.2
+    max_delay_seconds: float = 5.0
+    request_timeout_seconds: float = 15.0
+
+    def delay(self, attempt: int, *, hint_seconds: float | None = None) -> float:
+        if hint_seconds is not None:
+            return min(hint_seconds, self.max_delay_seconds)
+        ceiling = min(self.max_delay_seconds, self.initial_delay_seconds * (2**attempt))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+def _path(*segments: str) -> str:
+    return "/" + "/".join(quote(s, safe="") for s in segments)
+
+
+def worker_path(namespace: str | None, name: str | None = None) -> str:
+    parts = ["apis", GROUP, VERSION]
+    if namespace is not None:
+        parts += ["namespaces", namespace]
+    parts.append(PLURAL)
+    if name is not None:
+        parts.append(name)
+    return _path(*parts)
+
+
+class KubeApi:
+    """Asynchronous Kubernetes calls (one ``ApiClient``, shared by every reconcile)."""
+
+    def __init__(self, api_client: Any, *, retry: RetryPolicy | None = None) -> None:
+        self._client = api_client
+        self.retry = retry or RetryPolicy()
+
+    @classmethod
+    async def connect(
+        cls, *, kubeconfig: str | None = None, retry: RetryPolicy | None = None
+    ) -> KubeApi:
+        """Credentials from ``kubeconfig``, ``$KUBECONFIG``, in-cluster, or ``~/.kube/config``."""
+        configuration = k8s_client.Configuration()
+        path = kubeconfig or os.environ.get("KUBECONFIG")
+        if not path and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+        else:
+            await k8s_config.load_kube_config(
+                config_file=path, client_configuration=configuration, persist_config=False
+            )
+        return cls(k8s_client.ApiClient(configuration=configuration), retry=retry)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> KubeApi:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ the one request
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] = (),
+        body: Any = None,
+        content_type: str = _JSON,
+        accept: str = _JSON,
+    ) -> Any:
+        try:
+            async with asyncio.timeout(self.retry.request_timeout_seconds):
+                return await self._client.call_api(
+                    path,
+                    method,
+                    query_params=list(query),
+                    header_params={"Content-Type": content_type, "Accept": accept},
+                    body=body,
+                    response_types_map={200: "object", 201: "object", 202: "object"},
+                    auth_settings=["BearerToken"],
+                    _return_http_data_only=True,
+                )
+        except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise classify(exc) from exc
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] = (),
+        body: Any = None,
+        content_type: str = _JSON,
+        accept: str = _JSON,
+    ) -> Any:
+        """One API call, retried while it fails transiently; returns the decoded JSON."""
+        return await self.retrying(
+            lambda: self._once(
+                method, path, query=query, body=body, content_type=content_type, accept=accept
+            ),
+            what=f"{method} {path}",
+        )
+
+    async def retrying(self, call: Callable[[], Awaitable[T]], *, what: str) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except ApiError as exc:
+                if not exc.transient:
+                    raise
+                attempt += 1
+                if attempt >= self.retry.attempts:
+                    raise TransientApiError(exc.status, exc.message) from exc
+                delay = self.retry.delay(attempt - 1, hint_seconds=exc.retry_after_seconds)
+                log.info("%s failed (%s); retry %d in %.2fs", what, exc, attempt, delay)
+                await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------------ BackgroundWorkers
+
+    async def get_worker(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self.request("GET", worker_path(namespace, name))
+        except NotFound:
+            return None
+        return result
+
+    async def list_workers(self, namespace: str | None) -> list[dict[str, Any]]:
+        """Every BackgroundWorker in ``namespace`` (``None``: all namespaces), page by page."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = [("limit", "500")] + ([("continue", token)] if token else [])
+            page = await self.request("GET", worker_path(namespace), query=query)
+            items.extend(page.get("items") or ())
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items
+
+    async def patch_worker_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "PATCH",
+            worker_path(namespace, name) + "/status",
+            body={"status": dict(status)},
+            content_type=_MERGE,
+        )
+        return result
+
+    async def worker_kind_is_served(self) -> bool:
+        """Whether the API server serves ``tickwork.dev/v1alpha1`` backgroundworkers."""
+        try:
+            resources = await self.request("GET", _path("apis", GROUP, VERSION))
+        except NotFound:
+            return False
+        return any(r.get("name") == PLURAL for r in resources.get("resources") or ())
+
+    # ------------------------------------------------------------------ Deployments & pods
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self.request(
+                "GET", _path("apis", "apps", "v1", "namespaces", namespace, "deployments", name)
+            )
+        except NotFound:
+            return None
+        return result
+
+    async def apply_deployment(self, deployment: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply with the operator's field manager; forced (drift wins back)."""
+        metadata = deployment["metadata"]
+        result: dict[str, Any] = await self.request(
+            "PATCH",
+            _path(
+                "apis",
+                "apps",
+                "v1",
+                "namespaces",
+                metadata["namespace"],
+                "deployments",
+                metadata["name"],
+            ),
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            body=dict(deployment),
+            content_type=_APPLY,
+        )
+        return result
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        result = await self.request(
+            "GET",
+            _path("api", "v1", "namespaces", namespace, "pods"),
+            query=[("labelSelector", selector)],
+        )
+        return list(result.get("items") or ())
+
+    async def secret_exists(self, namespace: str, name: str) -> bool:
+        """Metadata only (``PartialObjectMetadata``): the Secret's data never reaches us."""
+        try:
+            await self.request(
+                "GET",
+                _path("api", "v1", "namespaces", namespace, "secrets", name),
+                accept=_METADATA_ONLY,
+            )
+        except NotFound:
+            return False
+        return True
+
+    async def create_event(self, event: Mapping[str, Any]) -> None:
+        namespace = event["metadata"]["namespace"]
+        await self.request(
+            "POST", _path("api", "v1", "namespaces", namespace, "events"), body=dict(event)
+        )
+
+    # ------------------------------------------------------------------ Leases
+
+    def _lease_path(self, namespace: str, name: str | None = None) -> str:
+        parts = ["apis", "coordination.k8s.io", "v1", "namespaces", namespace, "leases"]
+        return _path(*parts, *([name] if name else []))
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._once("GET", self._lease_path(namespace, name))
+        except NotFound:
+            return None
+        return result
+
+    async def create_lease(self, lease: Mapping[str, Any]) -> dict[str, Any]:
+        """Fails with a 409 ``ApiError`` when someone else created it first (no retry)."""
+        namespace = lease["metadata"]["namespace"]
+        result: dict[str, Any] = await self._once(
+            "POST", self._lease_path(namespace), body=dict(lease)
+        )
+        return result
+
+    async def replace_lease(self, lease: Mapping[str, Any]) -> dict[str, Any]:
+        """Optimistic: fails with a 409 ``ApiError`` if the resourceVersion is not current."""
+        metadata = lease["metadata"]
+        result: dict[str, Any] = await self._once(
+            "PUT", self._lease_path(metadata["namespace"], metadata["name"]), body=dict(lease)
+        )
+        return result
