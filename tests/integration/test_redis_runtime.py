@@ -225,8 +225,8 @@ def test_the_follower_counts_slots_it_did_not_run_and_the_holder_reports_its_lea
     ports = [free_port(), free_port()]
     procs = [
         start_tickwork(
-            ["run", W, "--period", "200ms", "--redis-url", redis_server.url, "--replica-id", f"r{i}",
-             "--lease-ttl", "1s",
+            ["run", W, "--period", "200ms", "--redis-url", redis_server.url,
+             "--replica-id", f"r{i}", "--lease-ttl", "1s",
              "--metrics-port", str(ports[i]), "--metrics-host", "127.0.0.1"],
             env={"TICKWORK_TEST_LOG": str(log)},
         )
@@ -256,3 +256,49 @@ def test_the_follower_counts_slots_it_did_not_run_and_the_holder_reports_its_lea
     finally:
         for proc in procs:
             stop(proc)
+
+
+def test_rediss_tls_with_a_password_works_and_the_password_stays_out_of_the_logs(
+    tmp_path: Path,
+) -> None:
+    secret = "tls-s3cret"
+    server = RedisServer(tmp_path / "redis", password=secret, tls=True)
+    server.start()
+    log = tmp_path / "events.jsonl"
+    stderr = tmp_path / "stderr.log"
+    try:
+        assert server.url.startswith("rediss://")
+        proc = start_tickwork(
+            ["run", W, "--period", "200ms", "--redis-url", server.url, "--metrics-port", "0"],
+            env={"TICKWORK_TEST_LOG": str(log)},
+            log_path=stderr,
+        )
+        try:
+            wait_until(lambda: len(_starts(log)) >= 2, timeout=15, what="ticks over TLS")
+        finally:
+            assert stop(proc) == 0
+        out = subprocess.run(
+            [TICKWORK, "status", "Ticker", "--redis-url", server.url],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "Ticker" in out.stdout
+        text = stderr.read_text()
+        assert "rediss://:***@127.0.0.1" in text and secret not in text
+    finally:
+        server.stop()
+
+
+def test_a_services_function_registers_what_the_ticks_use(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    proc = start_tickwork(
+        ["run", "tests.workers.sample:Greeter", "--services", "tests.workers.sample:register",
+         "--period", "200ms", "--metrics-port", "0"],
+        env={"TICKWORK_TEST_LOG": str(log)},
+    )  # fmt: skip
+    try:
+        wait_until(lambda: len(_starts(log)) >= 2, timeout=15, what="two greetings")
+    finally:
+        assert stop(proc) == 0
+    assert {e.get("greeting") for e in _starts(log)} == {"hello from --services"}

@@ -70,7 +70,12 @@ class RedisServer:
     """A throwaway ``redis-server`` on 127.0.0.1 with AOF persistence in ``directory``."""
 
     def __init__(
-        self, directory: Path, port: int | None = None, *, password: str | None = None
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        password: str | None = None,
+        tls: bool = False,
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -79,12 +84,62 @@ class RedisServer:
         self.directory = directory
         self.port = port or free_port()
         self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            ca = self.directory / "ca.crt"
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={ca}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _make_certificates(self) -> list[str]:
+        """A throwaway CA and a server certificate for 127.0.0.1 (openssl)."""
+        d = self.directory
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+        if not (d / "server.crt").exists():
+            run(
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=tickwork-test-ca",
+                "-keyout",
+                str(d / "ca.key"),
+                "-out",
+                str(d / "ca.crt"),
+            )
+            run(
+                "openssl",
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                str(d / "server.key"),
+                "-out",
+                str(d / "server.csr"),
+            )
+            (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+            run("openssl", "x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"),
+                "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
+                "-extfile", str(d / "ext.cnf"), "-out", str(d / "server.crt"))  # fmt: skip
+        return [
+            "--port", "0", "--tls-port", str(self.port),
+            "--tls-cert-file", str(d / "server.crt"), "--tls-key-file", str(d / "server.key"),
+            "--tls-ca-cert-file", str(d / "ca.crt"), "--tls-auth-clients", "no",
+        ]  # fmt: skip
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -101,12 +156,34 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            args = [a for a in args if a != str(self.port) and a != "--port"]
+            args += self._make_certificates()
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self._answers, timeout=10, what=f"redis-server on port {self.port}")
 
     def _answers(self) -> bool:
+        if self.tls:
+            return self._answers_tls()
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                if self.password:
+                    sock.sendall(f"AUTH {self.password}\r\n".encode())
+                    sock.recv(64)
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _answers_tls(self) -> bool:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(self.directory / "ca.crt"))
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw,
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+            ):
                 if self.password:
                     sock.sendall(f"AUTH {self.password}\r\n".encode())
                     sock.recv(64)

@@ -10,6 +10,8 @@ import json
 import os
 import time
 
+import svcs
+
 from worker_runtime import PeriodicWorker, TickContext
 
 
@@ -58,5 +60,20 @@ class NotAWorker:
     pass
 
 
-def register(registry: object) -> None:
-    """A --services function that registers nothing."""
+class Greeting(str):
+    """A service type registered by ``register``."""
+
+
+def register(registry: svcs.Registry) -> None:
+    """A ``--services`` function."""
+    registry.register_value(Greeting, Greeting("hello from --services"))
+
+
+class Greeter(PeriodicWorker):
+    """Uses a service that only ``--services`` registers."""
+
+    period = 0.2
+
+    async def do_work(self, ctx: TickContext) -> None:
+        greeting = await ctx.services.aget(Greeting)
+        _log("start", ctx, greeting=str(greeting))
