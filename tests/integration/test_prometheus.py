@@ -9,7 +9,6 @@ one line per successful tick to a file: the runtime's own count, compared with t
 from __future__ import annotations
 
 import math
-import re
 import signal
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 from subprocess import Popen
 
 import pytest
+import yaml
 
 from tests.integration.prometheus_support import (
     ALERTS,
@@ -77,14 +77,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("prometheus")
     port = free_port()
     ticks_file, hold_file, log_path = tmp / "ticks.txt", tmp / "hold", tmp / "tickwork.log"
+    # Built first: it fails with "run `make prometheus`" when the binary is missing.
+    prometheus = PrometheusServer(
+        tmp / "prometheus", targets=[f"127.0.0.1:{port}"], rule_files=[ALERTS]
+    )
     args = ["run", PROBE, "--period", "200ms", "--mode", "rate"]
     worker = start_tickwork(
         [*args, "--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
         env={TICKS_FILE_ENV: str(ticks_file), HOLD_FILE_ENV: str(hold_file)},
         log_path=log_path,
-    )
-    prometheus = PrometheusServer(
-        tmp / "prometheus", targets=[f"127.0.0.1:{port}"], rule_files=[ALERTS]
     )
     try:
         stack = Stack(
@@ -205,23 +206,20 @@ def test_the_alert_rules_evaluate_cleanly_and_stay_silent_for_a_healthy_worker(
     prom.wait_for_value(SUCCESS, lambda v: v >= 10, what="ten scraped ticks")
     time.sleep(1.2)
     rules = wait_until(evaluated, timeout=20, interval=0.2, what="every rule evaluated")
-    assert len(rules) == 6
+    alerts = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"][0]["rules"]
+    assert sorted(rule["name"] for rule in rules) == sorted(rule["alert"] for rule in alerts)
     for rule in rules:
-        assert (rule["name"], rule["health"], rule.get("lastError", "")) == (
-            rule["name"],
-            "ok",
-            "",
-        )
+        assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
     assert prom.api("alerts")["alerts"] == []
 
 
-def test_sigterm_stops_the_worker_with_exit_code_0_and_every_tick_counted(stack: Stack) -> None:
+def test_sigterm_stops_the_scraped_worker_with_exit_code_0(stack: Stack) -> None:
     prom = stack.prometheus
     prom.wait_for_value(SUCCESS, lambda v: v > 0, what="a scraped tick")
     assert stop(stack.worker, sig=signal.SIGTERM, timeout=30) == 0, stack.log()
     own = stack.own_count()
-    # The last scrape saw at most the ticks the worker counted; none were lost or added.
+    # Prometheus never saw a tick the worker did not count itself.
     last = prom.scalar(f"last_over_time({SUCCESS}[1m])")
     assert last is not None
     assert 0 < last <= own
-    assert re.search(r"all workers stopped", stack.log())
+    assert "all workers stopped" in stack.log()
