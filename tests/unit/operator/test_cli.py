@@ -1,0 +1,82 @@
+"""tickwork-operator's command line: namespaces, durations, defaults from the pod."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker_operator.cli import parse_args
+
+ENV = {"POD_NAME": "tickwork-operator-7d9-abc", "POD_NAMESPACE": "tickwork-system"}
+
+
+def test_without_namespaces_every_namespace_is_served() -> None:
+    settings, kubeconfig = parse_args([], ENV)
+
+    assert settings.clusterwide
+    assert settings.leader_election
+    assert settings.identity == "tickwork-operator-7d9-abc"
+    assert settings.lease_namespace == "tickwork-system"
+    assert settings.http_port == 8080
+    assert settings.resync_interval_seconds == 300
+    assert kubeconfig is None
+
+
+def test_namespaces_can_be_repeated_or_comma_separated() -> None:
+    settings, _ = parse_args(["-n", "team-a,team-b", "--namespace", "team-c", "-n", "team-a"], ENV)
+
+    assert settings.namespaces == ("team-a", "team-b", "team-c")
+    assert not settings.clusterwide
+
+
+def test_durations_are_written_like_everywhere_else() -> None:
+    settings, _ = parse_args(
+        [
+            "--resync-interval",
+            "1m30s",
+            "--degraded-recheck",
+            "500ms",
+            "--progress-deadline",
+            "2m",
+            "--lease-duration",
+            "6s",
+            "--renew-deadline",
+            "4s",
+            "--retry-period",
+            "1s",
+        ],
+        ENV,
+    )
+
+    assert settings.resync_interval_seconds == 90
+    assert settings.degraded_recheck_seconds == 0.5
+    assert settings.progress_deadline_seconds == 120
+    assert (settings.lease_duration_seconds, settings.renew_deadline_seconds) == (6, 4)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--resync-interval", "soon"], "'soon' is not a duration"),
+        (["--lease-duration", "5s", "--renew-deadline", "10s"], "retry period < renew deadline"),
+        (["-A", "-n", "team-a"], "exclude each other"),
+        (["--http-port", "70000"], "HTTP port 70000"),
+        (["--log-format", "xml"], "invalid choice: 'xml'"),
+    ],
+)
+def test_a_mistake_is_one_line_and_exit_code_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        parse_args(argv, ENV)
+
+    err = capsys.readouterr().err
+    assert caught.value.code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) <= 3  # usage line(s) and the error, no traceback
+
+
+def test_the_identity_falls_back_to_the_host_name() -> None:
+    settings, _ = parse_args([], {})
+
+    assert settings.identity
+    assert settings.lease_namespace in ("default",) or settings.lease_namespace

@@ -1,0 +1,323 @@
+"""Status from the Deployment and its pods: Ready, Progressing, Degraded, and when to tell."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tests.unit.operator.conftest import worker_body
+from worker_operator.conditions import Problem, assess, deployment_problem, pod_problem
+from worker_operator.spec import WorkerSpec, parse_worker
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def worker(**spec: Any) -> WorkerSpec:
+    return parse_worker(worker_body(**spec))
+
+
+def deployment(
+    *,
+    replicas: int,
+    ready: int,
+    updated: int | None = None,
+    generation: int = 1,
+    observed: int | None = None,
+    conditions: list[dict[str, Any]] | None = None,
+    current: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "passive-users", "generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": generation if observed is None else observed,
+            "replicas": replicas if current is None else current,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "updatedReplicas": replicas if updated is None else updated,
+            "conditions": conditions or [],
+        },
+    }
+
+
+def waiting_pod(name: str, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "containerStatuses": [
+                {"name": "worker", "state": {"waiting": {"reason": reason, "message": message}}}
+            ]
+        },
+    }
+
+
+def conditions_of(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_a_rolled_out_worker_is_ready_and_not_progressing() -> None:
+    result = assess(
+        generation=3,
+        previous_status={},
+        now=T0,
+        worker=worker(replicas=2, redis={"url": "redis://r"}),
+        deployment=deployment(replicas=2, ready=2),
+    )
+
+    assert conditions_of(result.status) == {
+        "Ready": ("True", "ReplicasReady"),
+        "Progressing": ("False", "RolloutComplete"),
+        "Degraded": ("False", "AsExpected"),
+    }
+    assert result.status["observedGeneration"] == 3
+    assert result.status["readyReplicas"] == 2
+    assert result.status["schedule"] == "every 10m"
+    assert result.status["selector"] == (
+        "app.kubernetes.io/instance=passive-users,app.kubernetes.io/name=tickwork-worker"
+    )
+    assert all(c["observedGeneration"] == 3 for c in result.status["conditions"])
+    assert result.ready and not result.degraded
+    assert result.events == ()
+
+
+def test_a_rollout_in_progress_is_progressing_and_not_yet_ready() -> None:
+    result = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(),
+        deployment=deployment(replicas=1, ready=0, updated=0),
+    )
+
+    assert conditions_of(result.status)["Ready"] == ("False", "ReplicasNotReady")
+    assert conditions_of(result.status)["Progressing"] == ("True", "RollingOut")
+
+
+def test_a_deployment_not_yet_observed_by_its_controller_is_still_progressing() -> None:
+    result = assess(
+        generation=2,
+        previous_status={},
+        now=T0,
+        worker=worker(),
+        deployment=deployment(replicas=1, ready=1, generation=5, observed=4),
+    )
+
+    assert conditions_of(result.status)["Ready"] == ("False", "ReplicasNotReady")
+    assert conditions_of(result.status)["Progressing"] == ("True", "RollingOut")
+
+
+def test_a_suspended_worker_says_so() -> None:
+    result = assess(
+        generation=4,
+        previous_status={},
+        now=T0,
+        worker=worker(suspend=True),
+        deployment=deployment(replicas=0, ready=0),
+    )
+
+    assert result.status["suspended"] is True
+    assert conditions_of(result.status) == {
+        "Ready": ("False", "Suspended"),
+        "Progressing": ("False", "Suspended"),
+        "Degraded": ("False", "AsExpected"),
+    }
+
+
+def test_a_suspended_worker_with_pods_left_is_scaling_down() -> None:
+    result = assess(
+        generation=4,
+        previous_status={},
+        now=T0,
+        worker=worker(suspend=True),
+        deployment=deployment(replicas=0, ready=1, current=1),
+    )
+
+    assert conditions_of(result.status)["Progressing"] == ("True", "ScalingDown")
+
+
+def test_a_missing_secret_degrades_the_worker_with_a_warning_event() -> None:
+    result = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(),
+        deployment=deployment(replicas=1, ready=1),
+        missing_secrets=['Secret "redis" does not exist'],
+    )
+
+    assert conditions_of(result.status)["Degraded"] == ("True", "SecretNotFound")
+    assert [(e.event_type, e.reason) for e in result.events] == [("Warning", "SecretNotFound")]
+
+
+def test_the_same_degradation_is_not_announced_twice() -> None:
+    first = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(),
+        deployment=deployment(replicas=1, ready=0),
+        missing_secrets=["gone"],
+    )
+    second = assess(
+        generation=1,
+        previous_status=first.status,
+        now=T0 + timedelta(minutes=1),
+        worker=worker(),
+        deployment=deployment(replicas=1, ready=0),
+        missing_secrets=["gone"],
+    )
+
+    assert second.events == ()
+    assert second.status["conditions"] == first.status["conditions"]
+
+
+def test_recovery_is_announced_and_the_transition_time_moves() -> None:
+    degraded = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(),
+        deployment=deployment(replicas=1, ready=0),
+        missing_secrets=["gone"],
+    )
+    later = T0 + timedelta(minutes=2)
+    recovered = assess(
+        generation=1,
+        previous_status=degraded.status,
+        now=later,
+        worker=worker(),
+        deployment=deployment(replicas=1, ready=1),
+    )
+    by_type = {c["type"]: c for c in recovered.status["conditions"]}
+
+    assert [(e.event_type, e.reason) for e in recovered.events] == [("Normal", "Recovered")]
+    assert by_type["Degraded"]["lastTransitionTime"] == "2026-03-01T12:02:00Z"
+    assert by_type["Degraded"]["status"] == "False"
+
+
+def test_an_unchanged_condition_keeps_its_transition_time() -> None:
+    first = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(),
+        deployment=deployment(replicas=1, ready=1),
+    )
+    second = assess(
+        generation=2,
+        previous_status=first.status,
+        now=T0 + timedelta(hours=1),
+        worker=worker(),
+        deployment=deployment(replicas=1, ready=1),
+    )
+
+    assert {c["lastTransitionTime"] for c in second.status["conditions"]} == {
+        "2026-03-01T12:00:00Z"
+    }
+
+
+def test_pods_stuck_on_a_secret_image_or_crash_are_explained() -> None:
+    secret = waiting_pod("w-1", "CreateContainerConfigError", 'secret "redis" not found')
+    image = waiting_pod("w-2", "ImagePullBackOff", 'Back-off pulling image "nope:1"')
+    crash = waiting_pod("w-3", "CrashLoopBackOff", "back-off 5m0s restarting failed container")
+
+    assert pod_problem(secret) == Problem("SecretNotFound", 'pod w-1: secret "redis" not found')
+    assert pod_problem(image) == Problem(
+        "ImagePullFailed", 'pod w-2: Back-off pulling image "nope:1"'
+    )
+    assert pod_problem(crash) is not None and pod_problem(crash).reason == "CrashLoopBackOff"  # type: ignore[union-attr]
+    assert pod_problem({"metadata": {"name": "ok"}, "status": {"phase": "Running"}}) is None
+
+
+def test_an_unschedulable_pod_is_explained() -> None:
+    pod = {
+        "metadata": {"name": "w-1"},
+        "status": {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/2 nodes are available",
+                }
+            ]
+        },
+    }
+
+    assert pod_problem(pod) == Problem("Unschedulable", "pod w-1: 0/2 nodes are available")
+
+
+def test_a_pod_problem_degrades_the_worker() -> None:
+    result = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(),
+        deployment=deployment(replicas=1, ready=0),
+        pods=[waiting_pod("w-1", "ErrImagePull", "manifest unknown")],
+    )
+
+    assert conditions_of(result.status)["Degraded"] == ("True", "ImagePullFailed")
+    assert "pod w-1: manifest unknown" in result.status["conditions"][2]["message"]
+
+
+def test_a_rollout_past_its_deadline_is_degraded_and_not_progressing() -> None:
+    stuck = deployment(
+        replicas=1,
+        ready=0,
+        updated=1,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "w-1" has timed out progressing.',
+            }
+        ],
+    )
+    result = assess(generation=1, previous_status={}, now=T0, worker=worker(), deployment=stuck)
+
+    assert deployment_problem(stuck) == Problem(
+        "ProgressDeadlineExceeded", 'ReplicaSet "w-1" has timed out progressing.'
+    )
+    assert conditions_of(result.status)["Progressing"] == ("False", "ProgressDeadlineExceeded")
+    assert conditions_of(result.status)["Degraded"] == ("True", "ProgressDeadlineExceeded")
+
+
+def test_pods_that_cannot_be_created_are_a_replica_failure() -> None:
+    failing = deployment(
+        replicas=1,
+        ready=0,
+        conditions=[
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "reason": "FailedCreate",
+                "message": 'pods "w-" is forbidden: exceeded quota',
+            }
+        ],
+    )
+
+    assert deployment_problem(failing) == Problem(
+        "ReplicaFailure", 'pods "w-" is forbidden: exceeded quota'
+    )
+
+
+def test_a_spec_problem_sets_every_condition_and_keeps_other_status_fields_out() -> None:
+    result = assess(
+        generation=7,
+        previous_status={"readyReplicas": 1},
+        now=T0,
+        worker=None,
+        problem=Problem("InvalidSpec", "spec.schedule.cron: never matches"),
+    )
+
+    assert result.status.keys() == {"observedGeneration", "conditions"}
+    assert conditions_of(result.status) == {
+        "Ready": ("False", "InvalidSpec"),
+        "Progressing": ("False", "InvalidSpec"),
+        "Degraded": ("True", "InvalidSpec"),
+    }
+    assert [(e.event_type, e.reason, e.message) for e in result.events] == [
+        ("Warning", "InvalidSpec", "spec.schedule.cron: never matches")
+    ]

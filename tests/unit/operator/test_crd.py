@@ -1,0 +1,137 @@
+"""The CRD is generated from one module, self-documenting, strict, and the files are current."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from worker_operator.crd import build_crd
+from worker_operator.manifests import CRD_FILES, render_crd, stale_files, write_files
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _schema() -> dict[str, Any]:
+    schema: dict[str, Any] = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def _walk(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, schema
+    for name, child in (schema.get("properties") or {}).items():
+        yield from _walk(child, f"{path}.{name}")
+    if "items" in schema:
+        yield from _walk(schema["items"], f"{path}[]")
+    additional = schema.get("additionalProperties")
+    if isinstance(additional, dict) and additional.get("properties"):
+        yield from _walk(additional, f"{path}{{}}")
+
+
+def test_the_generated_crd_files_are_current() -> None:
+    assert stale_files(REPO_ROOT) == [], "run `make manifests`"
+
+
+def test_the_chart_and_the_manifests_carry_the_same_crd() -> None:
+    texts = {(REPO_ROOT / path).read_text(encoding="utf-8") for path in CRD_FILES}
+
+    assert texts == {render_crd()}
+    assert yaml.safe_load(render_crd()) == build_crd()
+
+
+def test_a_stale_file_is_reported_and_rewritten(tmp_path: Path) -> None:
+    target = tmp_path / CRD_FILES[0]
+    target.parent.mkdir(parents=True)
+    target.write_text("# edited by hand\n", encoding="utf-8")
+
+    assert stale_files(tmp_path) == list(CRD_FILES)
+    assert write_files(tmp_path) == list(CRD_FILES)
+    assert stale_files(tmp_path) == []
+
+
+def test_every_field_of_the_spec_and_status_has_a_description() -> None:
+    schema = _schema()
+    undocumented = [
+        path
+        for path, node in _walk(schema)
+        if path.startswith((".spec", ".status"))
+        and not node.get("description")
+        and not (path.endswith("[]") and node.get("type") != "object")  # a list's scalar items
+    ]
+
+    assert undocumented == []
+
+
+def test_the_names_match_the_design() -> None:
+    crd = build_crd()
+    names = crd["spec"]["names"]
+
+    assert crd["metadata"]["name"] == "backgroundworkers.tickwork.dev"
+    assert crd["spec"]["group"] == "tickwork.dev"
+    assert (names["kind"], names["plural"], names["shortNames"]) == (
+        "BackgroundWorker",
+        "backgroundworkers",
+        ["bgw"],
+    )
+    assert [v["name"] for v in crd["spec"]["versions"]] == ["v1alpha1"]
+
+
+def test_status_and_scale_subresources_point_at_replicas_and_the_selector() -> None:
+    subresources = build_crd()["spec"]["versions"][0]["subresources"]
+
+    assert subresources == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+
+
+def test_printer_columns_show_schedule_replicas_ready_suspended_and_age() -> None:
+    columns = build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    default_columns = [c["name"] for c in columns if not c.get("priority")]
+
+    assert default_columns == ["Schedule", "Replicas", "Ready", "Suspended", "Age"]
+
+
+def test_defaults_live_in_the_schema() -> None:
+    spec = _schema()["properties"]["spec"]["properties"]
+
+    assert spec["replicas"]["default"] == 1
+    assert spec["suspend"]["default"] is False
+    assert spec["shutdownGrace"]["default"] == "30s"
+    assert spec["lease"]["properties"]["ttl"]["default"] == "15s"
+    assert spec["metrics"]["properties"]["port"]["default"] == 9100
+    assert spec["schedule"]["properties"]["misfire"]["default"] == "skip"
+    assert spec["schedule"]["properties"]["runOnStart"]["default"] is False
+
+
+def test_cel_rules_cover_what_the_schema_alone_cannot() -> None:
+    spec = _schema()["properties"]["spec"]
+    schedule_rules = " ".join(
+        r["rule"] for r in spec["properties"]["schedule"]["x-kubernetes-validations"]
+    )
+    lease_rules = " ".join(
+        r["rule"] for r in spec["properties"]["lease"]["x-kubernetes-validations"]
+    )
+    worker_rules = " ".join(
+        r["rule"] for r in spec["properties"]["worker"]["x-kubernetes-validations"]
+    )
+
+    assert "has(self.period) != has(self.cron)" in schedule_rules
+    assert "!has(self.timeZone) || has(self.cron)" in schedule_rules
+    assert "!has(self.mode) || has(self.period)" in schedule_rules
+    assert "duration(self.renewInterval)" in lease_rules
+    assert "self.matches(" in worker_rules
+
+
+def test_the_schema_is_structural_without_preserved_unknown_fields() -> None:
+    preserved = [
+        path for path, node in _walk(_schema()) if node.get("x-kubernetes-preserve-unknown-fields")
+    ]
+
+    assert preserved == []

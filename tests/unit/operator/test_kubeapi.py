@@ -1,0 +1,168 @@
+"""Error classification and retries of the Kubernetes I/O layer (no network)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from worker_operator.kubeapi import (
+    ApiError,
+    Forbidden,
+    KubeApi,
+    NotFound,
+    Rejected,
+    RetryPolicy,
+    TransientApiError,
+    classify,
+)
+
+FAST = RetryPolicy(attempts=4, initial_delay_seconds=0.001, max_delay_seconds=0.002)
+
+
+def api_exception(status: int, message: str = "boom", headers: dict[str, str] | None = None):
+    exc = ApiException(status=status, reason="Reason")
+    exc.body = json.dumps({"kind": "Status", "message": message})
+    exc.headers = headers
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "transient"),
+    [
+        (404, NotFound, False),
+        (403, Forbidden, False),
+        (401, Forbidden, False),
+        (422, Rejected, False),
+        (400, Rejected, False),
+        (409, ApiError, True),
+        (429, ApiError, True),
+        (500, ApiError, True),
+        (503, ApiError, True),
+    ],
+)
+def test_api_errors_are_classified_by_status(status: int, kind: type, transient: bool) -> None:
+    error = classify(api_exception(status, "the server said no"))
+
+    assert type(error) is kind
+    assert error.transient is transient
+    assert error.message == "the server said no"
+
+
+def test_network_failures_and_timeouts_are_transient() -> None:
+    lost = classify(aiohttp.ClientConnectionError("connection reset"))
+    slow = classify(TimeoutError())
+
+    assert lost.transient and lost.status == 0
+    assert "cannot reach the API server" in lost.message
+    assert slow.transient and "did not answer in time" in slow.message
+
+
+def test_retry_after_is_honoured() -> None:
+    error = classify(api_exception(429, "slow down", headers={"Retry-After": "3"}))
+
+    assert error.retry_after_seconds == 3.0
+
+
+class Calls:
+    def __init__(self, *outcomes: Any) -> None:
+        self.outcomes = list(outcomes)
+        self.count = 0
+
+    async def __call__(self) -> Any:
+        self.count += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+async def test_transient_failures_are_retried_until_one_succeeds() -> None:
+    api = KubeApi(object(), retry=FAST)
+    calls = Calls(ApiError(503, "busy"), ApiError(0, "reset"), {"ok": True})
+
+    result = await api.retrying(calls, what="GET /x")
+
+    assert result == {"ok": True}
+    assert calls.count == 3
+
+
+async def test_retries_run_out_with_a_transient_api_error() -> None:
+    api = KubeApi(object(), retry=FAST)
+    calls = Calls(*[ApiError(503, "busy")] * 4)
+
+    with pytest.raises(TransientApiError, match="busy"):
+        await api.retrying(calls, what="GET /x")
+
+    assert calls.count == 4
+
+
+async def test_permanent_failures_are_not_retried() -> None:
+    api = KubeApi(object(), retry=FAST)
+    calls = Calls(Rejected(422, "invalid"), {"never": "reached"})
+
+    with pytest.raises(Rejected):
+        await api.retrying(calls, what="PATCH /x")
+
+    assert calls.count == 1
+
+
+class RecordingClient:
+    """Stands in for kubernetes_asyncio's ApiClient: records what would be sent."""
+
+    def __init__(self, response: Any = None, error: BaseException | None = None) -> None:
+        self.response = response if response is not None else {}
+        self.error = error
+        self.calls: list[dict[str, Any]] = []
+
+    async def call_api(self, path: str, method: str, **kwargs: Any) -> Any:
+        self.calls.append({"path": path, "method": method, **kwargs})
+        if self.error is not None:
+            raise self.error
+        return self.response
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_deployment_is_server_side_applied_with_the_fixed_field_manager() -> None:
+    client = RecordingClient(response={"metadata": {"generation": 1}})
+    api = KubeApi(client, retry=FAST)
+    deployment = {"metadata": {"name": "w", "namespace": "team-a"}, "spec": {}}
+
+    await api.apply_deployment(deployment)
+
+    (call,) = client.calls
+    assert call["method"] == "PATCH"
+    assert call["path"] == "/apis/apps/v1/namespaces/team-a/deployments/w"
+    assert call["header_params"]["Content-Type"] == "application/apply-patch+yaml"
+    assert ("fieldManager", "tickwork-operator") in call["query_params"]
+    assert ("force", "true") in call["query_params"]
+
+
+async def test_a_secret_is_checked_by_its_metadata_only() -> None:
+    client = RecordingClient(error=api_exception(404, 'secrets "redis" not found'))
+    api = KubeApi(client, retry=FAST)
+
+    exists = await api.secret_exists("team-a", "redis")
+
+    (call,) = client.calls
+    assert exists is False
+    assert call["header_params"]["Accept"].startswith("application/json;as=PartialObjectMetadata")
+
+
+async def test_status_is_merge_patched_on_the_status_subresource() -> None:
+    client = RecordingClient(response={})
+    api = KubeApi(client, retry=FAST)
+
+    await api.patch_worker_status("team-a", "w", {"readyReplicas": 1})
+
+    (call,) = client.calls
+    assert (
+        call["path"] == "/apis/tickwork.dev/v1alpha1/namespaces/team-a/backgroundworkers/w/status"
+    )
+    assert call["header_params"]["Content-Type"] == "application/merge-patch+json"
+    assert call["body"] == {"status": {"readyReplicas": 1}}

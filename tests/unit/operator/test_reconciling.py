@@ -1,0 +1,326 @@
+"""The reconciler against an in-memory API: apply, status, drift, errors, ordering."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.unit.operator.conftest import FakeKubeApi, transient, worker_body
+from worker_operator.kubeapi import Forbidden, KubeApi, Rejected, RetryPolicy, TransientApiError
+from worker_operator.metrics import OperatorMetrics, Result
+from worker_operator.reconciling import (
+    DeploymentConflict,
+    DeploymentRejected,
+    InvalidSpec,
+    Reconciler,
+    Unavailable,
+)
+from worker_operator.settings import OperatorSettings
+
+KEY = ("team-a", "passive-users")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_reconciler(
+    api: FakeKubeApi, **settings: Any
+) -> tuple[Reconciler, CollectorRegistry, Clock]:
+    registry = CollectorRegistry()
+    clock = Clock()
+    reconciler = Reconciler(
+        api=cast(KubeApi, api),
+        settings=OperatorSettings(**settings),
+        metrics=OperatorMetrics(registry),
+        now=lambda: datetime(2026, 3, 1, tzinfo=UTC),
+        monotonic=clock,
+    )
+    return reconciler, registry, clock
+
+
+def reconciles(registry: CollectorRegistry, trigger: str, result: Result) -> float:
+    value = registry.get_sample_value(
+        "tickwork_operator_reconciles_total", {"trigger": trigger, "result": result.value}
+    )
+    return value or 0.0
+
+
+def conditions(api: FakeKubeApi) -> dict[str, tuple[str, str]]:
+    status = api.workers[KEY]["status"]
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+async def test_a_new_worker_gets_its_deployment_status_and_an_event(fake_api: FakeKubeApi) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, registry, _ = make_reconciler(fake_api)
+
+    outcome = await reconciler.reconcile(body, trigger="create")
+
+    assert KEY in fake_api.deployments
+    assert fake_api.deployments[KEY]["spec"]["replicas"] == 1
+    assert outcome.result is Result.SUCCESS
+    assert fake_api.workers[KEY]["status"]["observedGeneration"] == 1
+    assert conditions(fake_api)["Progressing"] == ("True", "RollingOut")
+    assert fake_api.event_reasons() == [("Normal", "DeploymentCreated")]
+    assert reconciles(registry, "create", Result.SUCCESS) == 1
+
+
+async def test_a_rolled_out_deployment_turns_the_worker_ready(fake_api: FakeKubeApi) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, _, _ = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+
+    rolled = fake_api.roll_out(*KEY)
+    await reconciler.on_deployment_event("MODIFIED", rolled)
+
+    assert conditions(fake_api) == {
+        "Ready": ("True", "ReplicasReady"),
+        "Progressing": ("False", "RolloutComplete"),
+        "Degraded": ("False", "AsExpected"),
+    }
+    assert len(fake_api.applies) == 1  # a status refresh, not another apply
+
+
+async def test_a_changed_spec_is_applied_again(fake_api: FakeKubeApi) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, _, _ = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+
+    changed = worker_body(schedule={"period": "2m"})
+    changed["metadata"]["generation"] = 2
+    fake_api.add_worker(changed)
+    await reconciler.reconcile(changed, trigger="update")
+
+    env = fake_api.deployments[KEY]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "TICKWORK_PERIOD", "value": "2m"} in env
+    assert fake_api.deployments[KEY]["metadata"]["generation"] == 2
+
+
+async def test_a_deployment_edited_by_hand_is_put_back(fake_api: FakeKubeApi) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, registry, _ = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+
+    edited = fake_api.deployments[KEY]
+    edited["spec"]["replicas"] = 5
+    edited["metadata"]["generation"] += 1
+    await reconciler.on_deployment_event("MODIFIED", copy.deepcopy(edited))
+
+    assert fake_api.deployments[KEY]["spec"]["replicas"] == 1
+    assert registry.get_sample_value("tickwork_operator_drift_repairs_total") == 1
+    assert ("Normal", "DeploymentRestored") in fake_api.event_reasons()
+
+
+async def test_a_deployment_deleted_by_hand_is_recreated(fake_api: FakeKubeApi) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, registry, _ = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+
+    gone = fake_api.deployments.pop(KEY)
+    await reconciler.on_deployment_event("DELETED", gone)
+
+    assert KEY in fake_api.deployments
+    assert registry.get_sample_value("tickwork_operator_drift_repairs_total") == 1
+
+
+async def test_the_deployment_of_a_deleted_worker_is_left_to_the_garbage_collector(
+    fake_api: FakeKubeApi,
+) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, registry, _ = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+
+    del fake_api.workers[KEY]
+    gone = fake_api.deployments.pop(KEY)
+    await reconciler.on_deployment_event("DELETED", gone)
+
+    assert KEY not in fake_api.deployments
+    assert reconciles(registry, "deployment", Result.SKIPPED) == 1
+
+
+async def test_an_older_generation_never_overwrites_a_newer_one(fake_api: FakeKubeApi) -> None:
+    old = worker_body()
+    new = worker_body(schedule={"period": "2m"})
+    new["metadata"]["generation"] = 2
+    fake_api.add_worker(new)
+    reconciler, _, _ = make_reconciler(fake_api)
+    await reconciler.reconcile(new, trigger="update")
+
+    outcome = await reconciler.reconcile(old, trigger="resume")
+
+    env = fake_api.deployments[KEY]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert outcome.result is Result.SKIPPED
+    assert {"name": "TICKWORK_PERIOD", "value": "2m"} in env
+
+
+async def test_suspend_scales_to_zero_and_says_so(fake_api: FakeKubeApi) -> None:
+    body = fake_api.add_worker(worker_body(suspend=True))
+    reconciler, _, _ = make_reconciler(fake_api)
+
+    await reconciler.reconcile(body, trigger="create")
+
+    assert fake_api.deployments[KEY]["spec"]["replicas"] == 0
+    assert fake_api.workers[KEY]["status"]["suspended"] is True
+    assert conditions(fake_api)["Ready"] == ("False", "Suspended")
+
+
+async def test_an_invalid_spec_is_reported_and_is_permanent(fake_api: FakeKubeApi) -> None:
+    body = fake_api.add_worker(worker_body(schedule={"cron": "0 0 31 2 *"}))
+    reconciler, registry, _ = make_reconciler(fake_api)
+
+    with pytest.raises(InvalidSpec, match="never matches") as caught:
+        await reconciler.reconcile(body, trigger="create")
+
+    assert caught.value.permanent
+    assert KEY not in fake_api.deployments
+    assert conditions(fake_api)["Degraded"] == ("True", "InvalidSpec")
+    assert fake_api.event_reasons() == [("Warning", "InvalidSpec")]
+    assert reconciles(registry, "create", Result.INVALID_SPEC) == 1
+
+
+async def test_a_deployment_refused_by_the_server_is_reported(fake_api: FakeKubeApi) -> None:
+    body = fake_api.add_worker(worker_body())
+    fake_api.fail["apply_deployment"] = [
+        Rejected(422, 'Deployment.apps "passive-users" is invalid: spec.template...')
+    ]
+    reconciler, _, _ = make_reconciler(fake_api)
+
+    with pytest.raises(DeploymentRejected, match="is invalid"):
+        await reconciler.reconcile(body, trigger="create")
+
+    assert conditions(fake_api)["Degraded"] == ("True", "DeploymentRejected")
+
+
+async def test_a_foreign_deployment_of_the_same_name_is_not_taken_over(
+    fake_api: FakeKubeApi,
+) -> None:
+    body = fake_api.add_worker(worker_body())
+    fake_api.deployments[KEY] = {
+        "metadata": {"name": "passive-users", "namespace": "team-a", "generation": 1},
+        "spec": {"replicas": 1},
+    }
+    reconciler, _, _ = make_reconciler(fake_api)
+
+    with pytest.raises(DeploymentConflict, match="not owned by this BackgroundWorker"):
+        await reconciler.reconcile(body, trigger="create")
+
+    assert fake_api.applies == []
+    assert conditions(fake_api)["Degraded"] == ("True", "DeploymentConflict")
+
+
+async def test_transient_and_rbac_failures_ask_to_come_back_later(fake_api: FakeKubeApi) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, _, _ = make_reconciler(fake_api)
+    fake_api.fail["apply_deployment"] = [
+        TransientApiError(503, "unavailable"),
+        Forbidden(403, 'deployments.apps is forbidden: User "x" cannot patch'),
+    ]
+
+    with pytest.raises(Unavailable) as first:
+        await reconciler.reconcile(body, trigger="create")
+    with pytest.raises(Unavailable, match="RBAC") as second:
+        await reconciler.reconcile(body, trigger="create")
+
+    assert not first.value.permanent
+    assert second.value.delay_seconds > first.value.delay_seconds
+
+
+async def test_missing_secrets_are_found_only_when_asked(fake_api: FakeKubeApi) -> None:
+    spec = {"redis": {"urlSecretRef": {"name": "redis", "key": "url"}}}
+    body = fake_api.add_worker(worker_body(**spec))
+    quiet, _, _ = make_reconciler(fake_api)
+    await quiet.reconcile(body, trigger="create")
+    assert conditions(fake_api)["Degraded"] == ("False", "AsExpected")
+
+    body = fake_api.workers[KEY]
+    checking, _, _ = make_reconciler(fake_api, check_secret_references=True)
+    outcome = await checking.reconcile(body, trigger="resume")
+
+    message = fake_api.workers[KEY]["status"]["conditions"][2]["message"]
+    assert outcome.degraded
+    assert conditions(fake_api)["Degraded"] == ("True", "SecretNotFound")
+    assert 'Secret "redis" (key "url", from spec.redis.urlSecretRef) does not exist' in message
+    assert ("Warning", "SecretNotFound") in fake_api.event_reasons()
+
+
+async def test_a_degraded_worker_is_looked_at_again_and_recovers(fake_api: FakeKubeApi) -> None:
+    fake_api.add_worker(worker_body(redis={"urlSecretRef": {"name": "redis"}}))
+    reconciler, _, clock = make_reconciler(
+        fake_api, check_secret_references=True, degraded_recheck_seconds=5
+    )
+    await reconciler.reconcile(fake_api.workers[KEY], trigger="create")
+    fake_api.roll_out(*KEY)
+    fake_api.secrets.add(("team-a", "redis"))
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(reconciler.run_periodic(stop))
+
+    clock.now += 6
+    reconciler._wake.set()
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if conditions(fake_api)["Degraded"][0] == "False":
+            break
+    stop.set()
+    await loop_task
+
+    assert conditions(fake_api)["Degraded"] == ("False", "AsExpected")
+    assert ("Normal", "Recovered") in fake_api.event_reasons()
+
+
+async def test_a_warning_is_posted_once_even_if_the_status_looks_new(
+    fake_api: FakeKubeApi,
+) -> None:
+    fake_api.add_worker(worker_body(redis={"urlSecretRef": {"name": "redis"}}))
+    reconciler, _, _ = make_reconciler(fake_api, check_secret_references=True)
+    stale = copy.deepcopy(fake_api.workers[KEY])
+
+    await reconciler.reconcile(stale, trigger="create")
+    await reconciler.reconcile(stale, trigger="resume")  # the same old body, no status in it
+
+    assert fake_api.event_reasons().count(("Warning", "SecretNotFound")) == 1
+
+
+async def test_a_resync_reconciles_every_worker(fake_api: FakeKubeApi) -> None:
+    for name in ("a", "b", "c"):
+        body = worker_body()
+        body["metadata"]["name"] = name
+        fake_api.add_worker(body)
+    reconciler, registry, _ = make_reconciler(fake_api)
+
+    await reconciler.resync_all()
+
+    assert sorted(fake_api.deployments) == [("team-a", "a"), ("team-a", "b"), ("team-a", "c")]
+    assert reconciles(registry, "resync", Result.SUCCESS) == 3
+    assert registry.get_sample_value("tickwork_operator_last_resync_timestamp_seconds")
+
+
+async def test_a_failing_status_refresh_is_requeued(fake_api: FakeKubeApi) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, _, clock = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+    fake_api.fail["get_worker"] = [transient()]
+
+    await reconciler.on_deployment_event("MODIFIED", fake_api.deployments[KEY])
+
+    assert reconciler._requeue[KEY] == pytest.approx(clock.now + 5.0)
+
+
+def test_the_retry_policy_backs_off_exponentially_within_its_cap() -> None:
+    policy = RetryPolicy(initial_delay_seconds=0.2, max_delay_seconds=1.0)
+
+    delays = [policy.delay(attempt) for attempt in range(6)]
+
+    assert 0.1 <= delays[0] <= 0.2
+    assert 0.2 <= delays[1] <= 0.4
+    assert all(0.5 <= d <= 1.0 for d in delays[3:])
+    assert policy.delay(0, hint_seconds=30) == 1.0
