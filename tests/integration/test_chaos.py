@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -145,6 +147,10 @@ def test_chaos_no_overlap_no_slot_twice_and_misses_only_inside_failover_windows(
         kill_times=kill_times,
     )
     print(f"\nchaos: {verdict.summary()}; {len(faults)} faults")
+    if not verdict.ok:
+        kept = Path(tempfile.mkdtemp(prefix="tickwork-chaos-failure-"))
+        shutil.copytree(tmp_path, kept, dirs_exist_ok=True)
+        print(f"chaos: logs kept in {kept}")
     for kind, times in failovers.items():
         if times:
             print(

@@ -28,6 +28,7 @@ class Verdict:
     executions: int
     slots_expected: int
     missed: list[float] = field(default_factory=list)
+    overlapped: list[float] = field(default_factory=list)
     unexplained_misses: list[float] = field(default_factory=list)
     overlaps: list[tuple[Execution, Execution]] = field(default_factory=list)
     duplicates: list[float] = field(default_factory=list)
@@ -42,7 +43,8 @@ class Verdict:
     def summary(self) -> str:
         return (
             f"{self.executions} executions of {self.slots_expected} slots; "
-            f"{len(self.missed)} missed ({len(self.unexplained_misses)} outside failover windows), "
+            f"{len(self.missed)} missed ({len(self.overlapped)} while the previous run was still "
+            f"going, {len(self.unexplained_misses)} outside failover windows), "
             f"{len(self.overlaps)} overlaps, {len(self.duplicates)} duplicate slots, "
             f"{len(self.token_regressions)} fencing-token regressions"
         )
@@ -59,9 +61,13 @@ def check(
     slack: float = 0.25,
     kill_times: dict[str, list[float]] | None = None,
 ) -> Verdict:
-    """No overlap in time, no slot twice, tokens never go back, and every missed slot lies in a
-    failover window: a kill (or Redis restart) allows [fault - period, fault over + TTL + period];
-    a SIGTERM allows [fault - period, fault + 2*period] (release, then the next slot)."""
+    """No overlap in time, no slot twice, tokens never go back, and every missed slot is explained.
+
+    A missed slot is explained by a failover window — a kill (or Redis restart) allows
+    [fault - period, fault over + TTL + period]; a SIGTERM allows [fault - period,
+    fault + 2*period] (release, then the next slot) — or by rate mode's overlap rule: an
+    earlier slot's run was still going when it came (a run made late or long by a busy machine).
+    """
     ordered = sorted(executions, key=lambda e: e.start)
     kill_times = kill_times or {}
 
@@ -100,6 +106,10 @@ def check(
         if round(slot, 6) in seen:
             continue
         verdict.missed.append(slot)
-        if not any(lo <= slot <= hi for lo, hi in windows):
-            verdict.unexplained_misses.append(slot)
+        if any(lo <= slot <= hi for lo, hi in windows):
+            continue
+        if any(ex.slot < slot < end_of(ex) for ex in ordered):
+            verdict.overlapped.append(slot)
+            continue
+        verdict.unexplained_misses.append(slot)
     return verdict

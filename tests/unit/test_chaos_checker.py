@@ -69,3 +69,10 @@ def test_a_fencing_token_going_back_is_caught() -> None:
         Execution(slot=0.1, replica="b", token=4, start=0.1, end=0.11),
     ]
     assert len(check(runs, [], period=P, anchor=0.0, ttl=1.0, end_of_run=10).token_regressions) == 1
+
+
+def test_a_slot_skipped_because_the_previous_run_was_still_going_is_explained_as_overlap() -> None:
+    runs = _run(10, skip={5})
+    runs[4] = Execution(slot=0.4, replica="a", token=1, start=0.41, end=0.52)  # ran past slot 0.5
+    v = check(runs, [], period=P, anchor=0.0, ttl=1.0, end_of_run=10)
+    assert v.ok and v.overlapped == [0.5] and not v.unexplained_misses
