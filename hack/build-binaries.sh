@@ -188,7 +188,8 @@ kube_minor="${kube_ver#*.}"
 kube_minor="${kube_minor%%.*}"
 # buildDate: the upstream release's publication time, so builds are reproducible.
 kube_build_date="$(cd "${TW_CACHE}/work" && go mod download -json "k8s.io/kubernetes@${KUBERNETES_VERSION}" 2>/dev/null \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["Time"])' 2>/dev/null || echo 1970-01-01T00:00:00Z)"
+  | python3 -c 'import json,sys; print(json.load(open(json.load(sys.stdin)["Info"]))["Time"])' 2>/dev/null \
+  || echo 1970-01-01T00:00:00Z)"
 kube_ldflags="-s -w"
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   kube_ldflags+=" -X ${pkg}.gitVersion=${KUBERNETES_VERSION}"

@@ -22,10 +22,21 @@ CLUSTER_NAME=tickwork
 KUBECONFIG_OUT="${CLUSTER_DIR}/kubeconfig"
 KWOK_DIR="${CLUSTER_DIR}/kwok"
 UP_LOG="${CLUSTER_DIR}/up.log"
+# kwokctl adds/removes a context in this file (never in the user's ~/.kube/config).
+KWOK_CONTEXTS="${KWOK_DIR}/contexts.kubeconfig"
 READY_TIMEOUT_SECONDS="${TICKWORK_CLUSTER_TIMEOUT_SECONDS:-120}"
 
+# fd 9 is our lock: the daemons kwokctl starts must not inherit (and hold) it.
 kwokctl() {
-  KWOK_WORKDIR="${KWOK_DIR}" "${TW_KWOKCTL}" --name "${CLUSTER_NAME}" "$@"
+  KWOK_WORKDIR="${KWOK_DIR}" "${TW_KWOKCTL}" --name "${CLUSTER_NAME}" "$@" 9>&-
+}
+
+lock_state_dir() {
+  mkdir -p "${CLUSTER_DIR}"
+  exec 9>"${CLUSTER_DIR}/.lock"
+  if ! flock -w "${READY_TIMEOUT_SECONDS}" 9; then
+    tw_say "${CLUSTER_DIR}/.lock is still held after ${READY_TIMEOUT_SECONDS}s; going ahead"
+  fi
 }
 
 kube() {
@@ -68,7 +79,7 @@ kill_leftovers() {
 
 remove_state() {
   if [[ -x "${TW_KWOKCTL}" && -d "${KWOK_DIR}/clusters/${CLUSTER_NAME}" ]]; then
-    kwokctl delete cluster --kubeconfig "" >>"${UP_LOG}" 2>&1 || true
+    kwokctl delete cluster --kubeconfig "${KWOK_CONTEXTS}" >>"${UP_LOG}" 2>&1 || true
   fi
   kill_leftovers
   rm -rf "${KWOK_DIR}" "${KUBECONFIG_OUT}" "${CLUSTER_DIR}/kwokctl.yaml"
@@ -107,9 +118,7 @@ nodes_ready() {
 }
 
 cmd_up() {
-  mkdir -p "${CLUSTER_DIR}"
-  exec 9>"${CLUSTER_DIR}/.lock"
-  flock 9
+  lock_state_dir
   "${HACK_DIR}/build-binaries.sh"
   if is_ready; then
     tw_say "control plane already running; kubeconfig: ${KUBECONFIG_OUT}"
@@ -121,7 +130,7 @@ cmd_up() {
   remove_state # a stale or half-started one
   write_kwokctl_config
   tw_say "starting the control plane (kube ${KUBERNETES_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION}) ..."
-  if ! kwokctl create cluster --config "${CLUSTER_DIR}/kwokctl.yaml" --kubeconfig "" \
+  if ! kwokctl create cluster --config "${CLUSTER_DIR}/kwokctl.yaml" --kubeconfig "${KWOK_CONTEXTS}" \
       --wait "${READY_TIMEOUT_SECONDS}s" >>"${UP_LOG}" 2>&1; then
     tw_say "kwokctl create cluster failed; see ${UP_LOG} and ${KWOK_DIR}/clusters/${CLUSTER_NAME}/logs/"
     tail -n 20 "${UP_LOG}" | sed 's/^/    | /' >&2
@@ -133,7 +142,8 @@ cmd_up() {
   chmod 0600 "${KUBECONFIG_OUT}.tmp"
   mv -f "${KUBECONFIG_OUT}.tmp" "${KUBECONFIG_OUT}"
   wait_for "/readyz" is_ready
-  wait_for "the simulated nodes to be created" kube apply -f "${HACK_DIR}/cluster-nodes.yaml"
+  kube apply -f "${HACK_DIR}/cluster-nodes.yaml" >>"${UP_LOG}" 2>&1 \
+    || { tw_say "creating the simulated nodes failed; see ${UP_LOG}"; exit 1; }
   wait_for "the simulated nodes to be Ready" nodes_ready
   wait_for "the controller manager (default ServiceAccount)" default_service_account_exists
   tw_say "control plane ready in $(tw_elapsed $((SECONDS - start))): $(kube config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
@@ -141,9 +151,7 @@ cmd_up() {
 }
 
 cmd_down() {
-  mkdir -p "${CLUSTER_DIR}"
-  exec 9>"${CLUSTER_DIR}/.lock"
-  flock 9
+  lock_state_dir
   UP_LOG="${CLUSTER_DIR}/down.log"
   : >"${UP_LOG}"
   remove_state

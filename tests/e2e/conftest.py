@@ -181,8 +181,7 @@ def _run_cluster_script(command: str) -> None:
     )
     if result.returncode != 0:
         raise RuntimeError(
-            f"hack/cluster.sh {command} failed (exit {result.returncode}):\n"
-            f"{result.stderr.strip()}"
+            f"hack/cluster.sh {command} failed (exit {result.returncode}):\n{result.stderr.strip()}"
         )
 
 
@@ -252,9 +251,7 @@ def namespace(kubectl: Tool, request: pytest.FixtureRequest) -> Iterator[str]:
     kubectl("create", "namespace", name)
     try:
         # Pods are refused until the controller manager has made the default SA.
-        kubectl(
-            "wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s"
-        )
+        kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
         yield name
     finally:
         kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Tool
+    from tests.e2e.conftest import Tool
 
 pytestmark = pytest.mark.e2e
 
@@ -43,17 +43,13 @@ def test_the_server_reports_kubernetes_1_34_and_is_ready(kubectl: Tool) -> None:
 
 def test_the_cluster_has_at_least_two_ready_simulated_nodes(kubectl: Tool) -> None:
     names = kwok_node_names(kubectl)
-    ready = kubectl(
-        "wait", "--for=condition=Ready", *(f"node/{n}" for n in sorted(names)), WAIT
-    )
+    ready = kubectl("wait", "--for=condition=Ready", *(f"node/{n}" for n in sorted(names)), WAIT)
 
     assert len(names) >= 2
     assert ready.stdout.count("condition met") == len(names)
 
 
-def test_a_deployment_with_three_replicas_becomes_available(
-    kubectl: Tool, namespace: str
-) -> None:
+def test_a_deployment_with_three_replicas_becomes_available(kubectl: Tool, namespace: str) -> None:
     labels = {"app": "three"}
     apply(
         kubectl,
@@ -81,7 +77,10 @@ def test_a_deployment_with_three_replicas_becomes_available(
     assert len(pods) == 3
     assert all(p["status"]["phase"] == "Running" for p in pods)
     assert all(
-        c["status"] == "True" for p in pods for c in p["status"]["conditions"] if c["type"] == "Ready"
+        c["status"] == "True"
+        for p in pods
+        for c in p["status"]["conditions"]
+        if c["type"] == "Ready"
     )
     assert {p["spec"]["nodeName"] for p in pods} <= kwok_node_names(kubectl)
 
@@ -128,7 +127,11 @@ def pod(
         "spec": {
             **({"securityContext": pod_security} if pod_security else {}),
             "containers": [
-                {"name": "main", "image": "tickwork-e2e/idle:1", "securityContext": container_security}
+                {
+                    "name": "main",
+                    "image": "tickwork-e2e/idle:1",
+                    "securityContext": container_security,
+                }
             ],
         },
     }
@@ -172,10 +175,23 @@ def test_a_service_account_token_is_allowed_what_its_role_grants_and_nothing_els
     kubectl: Tool, namespace: str, tmp_path: Path
 ) -> None:
     kubectl("create", "serviceaccount", "reader", "-n", namespace)
-    kubectl("create", "role", "configmap-reader", "--verb=get,list", "--resource=configmaps", "-n", namespace)
     kubectl(
-        "create", "rolebinding", "reader", "--role=configmap-reader",
-        f"--serviceaccount={namespace}:reader", "-n", namespace,
+        "create",
+        "role",
+        "configmap-reader",
+        "--verb=get,list",
+        "--resource=configmaps",
+        "-n",
+        namespace,
+    )
+    kubectl(
+        "create",
+        "rolebinding",
+        "reader",
+        "--role=configmap-reader",
+        f"--serviceaccount={namespace}:reader",
+        "-n",
+        namespace,
     )
     kubectl("create", "configmap", "visible", "--from-literal=k=v", "-n", namespace)
     token = kubectl("create", "token", "reader", "-n", namespace, "--duration=10m").stdout.strip()
@@ -197,7 +213,9 @@ def test_a_service_account_token_is_allowed_what_its_role_grants_and_nothing_els
 
     # The RBAC authorizer reads bindings from an informer cache: allow it a moment.
     deadline = time.monotonic() + 15
-    while (listed := as_reader("get", "configmaps", "-n", namespace, "-o", "name", check=False)).returncode:
+    while (
+        listed := as_reader("get", "configmaps", "-n", namespace, "-o", "name", check=False)
+    ).returncode:
         assert time.monotonic() < deadline, listed.stderr
         time.sleep(0.3)
     whoami = as_reader.json("auth", "whoami", "-o", "json")
@@ -239,8 +257,15 @@ def test_helm_installs_and_uninstalls_a_chart(
     )
 
     helm(
-        "install", "demo", str(chart), "-n", namespace,
-        "--set", "greeting=from-e2e", "--wait", "--timeout=60s",
+        "install",
+        "demo",
+        str(chart),
+        "-n",
+        namespace,
+        "--set",
+        "greeting=from-e2e",
+        "--wait",
+        "--timeout=60s",
     )
     status = helm.json("status", "demo", "-n", namespace, "-o", "json")
     greeting = kubectl(
