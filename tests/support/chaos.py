@@ -108,7 +108,9 @@ def check(
         verdict.missed.append(slot)
         if any(lo <= slot <= hi for lo, hi in windows):
             continue
-        if any(ex.slot < slot < end_of(ex) for ex in ordered):
+        # The runtime's run ends when the tick's scope is closed and the task is reaped, a
+        # little after the worker logs its own end; on a busy machine that can pass a slot.
+        if any(ex.slot < slot < end_of(ex) + period / 2 for ex in ordered):
             verdict.overlapped.append(slot)
             continue
         verdict.unexplained_misses.append(slot)
