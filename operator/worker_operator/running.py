@@ -36,21 +36,30 @@ EXIT_LOST_LEADERSHIP = 1
 EXIT_NO_CRD = 3
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> bool:
+    """SIGINT/SIGTERM set ``stop``. Called again once kopf runs: kopf installs its own."""
+    loop = asyncio.get_running_loop()
+    try:
+        for sig in _SIGNALS:
+            loop.add_signal_handler(sig, stop.set)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread
-            continue
-        installed.append(sig)
+    installed = _install_signal_handlers(stop)
     try:
         yield
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        if installed:
+            loop = asyncio.get_running_loop()
+            for sig in _SIGNALS:
+                loop.remove_signal_handler(sig)
 
 
 async def _unless_stopped(stop: asyncio.Event, work: Awaitable[None]) -> bool:
@@ -153,6 +162,9 @@ async def _lead(
 
     async def mark_ready() -> None:
         await kopf_ready.wait()
+        # kopf replaced our signal handlers with its own; a signal must stop everything in
+        # order (the resync loop first), so it goes through ``stop`` again.
+        _install_signal_handlers(stop)
         health.ready = True
         log.info(
             "reconciling BackgroundWorkers in %s",

@@ -1,0 +1,1178 @@
+"""The operator against the real control plane (kube-apiserver, controller-manager, scheduler,
+kwok nodes): the CRD applied with kubectl, the operator running as a process with its own
+ServiceAccount kubeconfig (only the permissions of ``worker_operator.rbac``).
+
+Each test gets its own namespace and, where it needs one, its own operator process serving
+only that namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+import yaml
+
+from worker_operator.manifests import CRD_FILES
+from worker_operator.rbac import build_cluster_role, leader_election_rules, secret_check_rules
+
+if TYPE_CHECKING:
+    from conftest import Tool
+
+pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "registry.example.com/admin-workers:1.4.2"
+WORKER = "admin_workers.passive_users:PassiveUserCheckerWorker"
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def wait_until(
+    probe: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    details: Callable[[], str] = lambda: "",
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` and ``details``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = details()
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}\n{extra}", pytrace=False)
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def worker_manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "tickwork.dev/v1alpha1",
+        "kind": "BackgroundWorker",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"image": IMAGE, "worker": WORKER, "schedule": {"period": "10m"}, **spec},
+    }
+
+
+def apply(kubectl: Tool, manifest: dict[str, Any]) -> None:
+    kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def get(kubectl: Tool, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    result = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        if "NotFound" in result.stderr:
+            return None
+        raise AssertionError(result.stderr)
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    for item in ((obj or {}).get("status") or {}).get("conditions") or ():
+        if item.get("type") == kind:
+            return dict(item)
+    return {}
+
+
+def container_env(deployment: dict[str, Any]) -> dict[str, Any]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def is_ready(kubectl: Tool, name: str, namespace: str, *, generation: int | None = None) -> bool:
+    worker = get(kubectl, "bgw", name, namespace)
+    if worker is None:
+        return False
+    observed = (worker.get("status") or {}).get("observedGeneration")
+    wanted = worker["metadata"]["generation"] if generation is None else generation
+    return observed == wanted and condition(worker, "Ready").get("status") == "True"
+
+
+def metric_value(text: str, sample: str) -> float:
+    """The value of one sample (name plus labels, exactly as exposed) in Prometheus text."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no sample {sample} in:\n{text}")
+
+
+def events_for(kubectl: Tool, name: str, namespace: str) -> list[dict[str, Any]]:
+    items = kubectl.json(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "-o",
+        "json",
+        "--field-selector",
+        f"involvedObject.kind=BackgroundWorker,involvedObject.name={name}",
+    )["items"]
+    return list(items)
+
+
+# --------------------------------------------------------------------------- the operator
+
+
+@dataclass
+class OperatorAccount:
+    """A ServiceAccount with exactly the operator's RBAC rules, and a kubeconfig for it."""
+
+    namespace: str
+    name: str
+    kubeconfig: Path
+    cluster_role: str
+
+
+class OperatorProcess:
+    """``python -m worker_operator`` as a child process, with its log in a file."""
+
+    def __init__(
+        self,
+        *,
+        account: OperatorAccount,
+        namespaces: list[str],
+        log_path: Path,
+        lease_id: str,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.args = [
+            sys.executable,
+            "-m",
+            "worker_operator",
+            *[f"--namespace={ns}" for ns in namespaces],
+            f"--http-port={self.port}",
+            "--http-host=127.0.0.1",
+            f"--leader-election-namespace={account.namespace}",
+            f"--leader-election-id={lease_id}",
+            "--lease-duration=4s",
+            "--renew-deadline=3s",
+            "--retry-period=500ms",
+            "--degraded-recheck=2s",
+            "--log-level=debug",
+            *(extra_args or []),
+        ]
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(account.kubeconfig),
+            "POD_NAME": f"op-{uuid.uuid4().hex[:6]}",
+        }
+        self.identity = self.env["POD_NAME"]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO_ROOT
+        )
+        log.close()
+        return self
+
+    def health(self, path: str = "/readyz") -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=1) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+        except (OSError, ValueError):
+            return 0, {}
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+            return str(r.read().decode())
+
+    def is_leading(self) -> bool:
+        status, body = self.health()
+        return status == 200 and body.get("role") == "leader"
+
+    def wait_leading(self, timeout: float = 20) -> OperatorProcess:
+        wait_until(self.is_leading, timeout=timeout, what="the operator to lead", details=self.tail)
+        return self
+
+    def tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "operator log (tail):\n" + "\n".join(text.splitlines()[-lines:])
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+                pytest.fail(f"the operator ignored SIGTERM for {timeout:g}s\n{self.tail()}")
+        return self.process.returncode
+
+
+@pytest.fixture(scope="module")
+def crd(kubectl: Tool) -> str:
+    """The generated CRD, applied with kubectl as a user would."""
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=tickwork-e2e",
+        "-f",
+        str(REPO_ROOT / CRD_FILES[1]),
+    )
+    kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/backgroundworkers.tickwork.dev"
+    )
+    wait_until(
+        lambda: kubectl("get", "bgw", "-A", check=False).returncode == 0,
+        timeout=30,
+        what="the API server to serve backgroundworkers",
+    )
+    return "backgroundworkers.tickwork.dev"
+
+
+@pytest.fixture(scope="module")
+def operator_account(
+    kubectl: Tool, kubeconfig: Path, crd: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorAccount]:
+    """A namespace for the operator, its ServiceAccount, ClusterRole (from rbac.py) and a
+    kubeconfig holding the ServiceAccount's token."""
+    suffix = uuid.uuid4().hex[:6]
+    account = OperatorAccount(
+        namespace=f"e2e-operator-{suffix}",
+        name="tickwork-operator",
+        kubeconfig=tmp_path_factory.mktemp("operator") / "kubeconfig",
+        cluster_role=f"tickwork-operator-e2e-{suffix}",
+    )
+    subject = {"kind": "ServiceAccount", "name": account.name, "namespace": account.namespace}
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": account.namespace}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": account.name, "namespace": account.namespace},
+        },
+        build_cluster_role(account.cluster_role),
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": account.cluster_role},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": account.cluster_role,
+            },
+            "subjects": [subject],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "leader-election", "namespace": account.namespace},
+            "rules": leader_election_rules(),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "leader-election", "namespace": account.namespace},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "leader-election",
+            },
+            "subjects": [subject],
+        },
+    ]
+    kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    )
+    try:
+        token = kubectl(
+            "create", "token", account.name, "-n", account.namespace, "--duration=2h"
+        ).stdout.strip()
+        admin = kubectl.json("config", "view", "--raw", "--minify", "-o", "json")
+        cluster = admin["clusters"][0]["cluster"]
+        account.kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "e2e", "cluster": cluster}],
+                    "users": [{"name": "operator", "user": {"token": token}}],
+                    "contexts": [
+                        {"name": "operator", "context": {"cluster": "e2e", "user": "operator"}}
+                    ],
+                    "current-context": "operator",
+                }
+            )
+        )
+        account.kubeconfig.chmod(0o600)
+        yield account
+    finally:
+        kubectl(
+            "delete",
+            "clusterrolebinding,clusterrole",
+            account.cluster_role,
+            "--ignore-not-found",
+            "--wait=false",
+        )
+        kubectl("delete", "namespace", account.namespace, "--ignore-not-found", "--wait=false")
+
+
+@pytest.fixture
+def start_operator(
+    operator_account: OperatorAccount, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start operator processes (stopped, and checked for a clean exit, after the test)."""
+    started: list[OperatorProcess] = []
+
+    def start(
+        namespaces: list[str], *, lease_id: str | None = None, extra_args: list[str] | None = None
+    ) -> OperatorProcess:
+        process = OperatorProcess(
+            account=operator_account,
+            namespaces=namespaces,
+            log_path=tmp_path / f"operator-{len(started)}.log",
+            lease_id=lease_id or f"op-{uuid.uuid4().hex[:8]}",
+            extra_args=extra_args,
+        ).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        code = process.stop()
+        if code not in (None, 0, -signal.SIGKILL):
+            pytest.fail(f"the operator exited with {code}\n{process.tail()}")
+
+
+@pytest.fixture
+def operator(start_operator: Callable[..., OperatorProcess], namespace: str) -> OperatorProcess:
+    """One leading operator serving only this test's namespace."""
+    return start_operator([namespace]).wait_leading()
+
+
+# --------------------------------------------------------------------------- reconciling
+
+
+def test_a_new_worker_gets_its_deployment_within_five_seconds_and_turns_ready(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(
+        kubectl,
+        worker_manifest(
+            "passive-users",
+            namespace,
+            replicas=2,
+            redis={"url": "redis://redis.example:6379/0"},
+            schedule={"period": "10m", "runOnStart": True},
+        ),
+    )
+    applied_at = time.monotonic()
+
+    deployment = wait_until(
+        lambda: get(kubectl, "deployment", "passive-users", namespace),
+        timeout=5,
+        what="the Deployment",
+        details=operator.tail,
+    )
+    created_after = time.monotonic() - applied_at
+    kubectl(
+        "wait",
+        "--for=condition=Available",
+        "deployment/passive-users",
+        "-n",
+        namespace,
+        "--timeout=60s",
+    )
+    wait_until(
+        lambda: is_ready(kubectl, "passive-users", namespace),
+        timeout=30,
+        what="Ready=True",
+        details=operator.tail,
+    )
+    worker = get(kubectl, "bgw", "passive-users", namespace)
+    assert worker is not None
+    env = container_env(deployment)
+    pod_spec = deployment["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    table = kubectl("get", "bgw", "passive-users", "-n", namespace).stdout
+
+    assert created_after < 5
+    assert container["args"] == ["run", WORKER]
+    assert env["TICKWORK_NAME"] == f"{namespace}.passive-users"
+    assert env["TICKWORK_PERIOD"] == "10m"
+    assert env["TICKWORK_RUN_ON_START"] == "true"
+    assert env["TICKWORK_REPLICA_ID"] == {
+        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}
+    }
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod_spec["automountServiceAccountToken"] is False
+    assert pod_spec["terminationGracePeriodSeconds"] == 40
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == worker["metadata"]["uid"]
+    managers = {
+        f["manager"]
+        for f in kubectl.json(
+            "get",
+            "deployment",
+            "passive-users",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        )["metadata"]["managedFields"]
+        if f["operation"] == "Apply"
+    }
+    assert managers == {"tickwork-operator"}
+    assert worker["status"]["readyReplicas"] == 2
+    assert worker["status"]["selector"] == (
+        "app.kubernetes.io/instance=passive-users,app.kubernetes.io/name=tickwork-worker"
+    )
+    assert condition(worker, "Degraded")["status"] == "False"
+    assert table.split("\n")[0].split() == [
+        "NAME",
+        "SCHEDULE",
+        "REPLICAS",
+        "READY",
+        "SUSPENDED",
+        "AGE",
+    ]
+    assert table.split("\n")[1].split()[:6] == ["passive-users", "every", "10m", "2", "2", "false"]
+
+
+def test_changing_the_period_changes_the_environment_and_rolls_the_deployment(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(kubectl, worker_manifest("reports", namespace))
+    wait_until(
+        lambda: is_ready(kubectl, "reports", namespace),
+        timeout=30,
+        what="Ready",
+        details=operator.tail,
+    )
+    before = get(kubectl, "deployment", "reports", namespace)
+    assert before is not None
+
+    kubectl(
+        "patch",
+        "bgw",
+        "reports",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"schedule": {"period": "2m"}}}),
+    )
+
+    after = wait_until(
+        lambda: (
+            (d := get(kubectl, "deployment", "reports", namespace))
+            and container_env(d)["TICKWORK_PERIOD"] == "2m"
+            and d
+        ),
+        timeout=5,
+        what="the new period in the Deployment",
+        details=operator.tail,
+    )
+    kubectl("rollout", "status", "deployment/reports", "-n", namespace, "--timeout=60s")
+    wait_until(
+        lambda: is_ready(kubectl, "reports", namespace, generation=2),
+        timeout=30,
+        what="Ready at generation 2",
+        details=operator.tail,
+    )
+    pods = kubectl.json(
+        "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=reports", "-o", "json"
+    )["items"]
+    hashes = {
+        p["metadata"]["labels"]["pod-template-hash"]
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+    }
+
+    assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
+    assert hashes and before["metadata"]["uid"] == after["metadata"]["uid"]
+    assert all(
+        h != (before["spec"]["template"]["metadata"]["labels"].get("pod-template-hash"))
+        for h in hashes
+    )
+    replica_sets = kubectl.json(
+        "get",
+        "replicasets",
+        "-n",
+        namespace,
+        "-l",
+        "app.kubernetes.io/instance=reports",
+        "-o",
+        "json",
+    )["items"]
+    assert len(replica_sets) == 2  # the rollout made a new ReplicaSet
+
+
+def test_suspend_scales_to_zero_and_says_so_and_resume_restores_the_replicas(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(
+        kubectl,
+        worker_manifest(
+            "nightly", namespace, replicas=2, redis={"url": "redis://redis.example:6379/0"}
+        ),
+    )
+    wait_until(
+        lambda: is_ready(kubectl, "nightly", namespace),
+        timeout=30,
+        what="Ready",
+        details=operator.tail,
+    )
+
+    kubectl(
+        "patch",
+        "bgw",
+        "nightly",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"suspend": true}}',
+    )
+    wait_until(
+        lambda: (
+            (get(kubectl, "deployment", "nightly", namespace) or {}).get("spec", {}).get("replicas")
+            == 0
+        ),
+        timeout=5,
+        what="zero replicas",
+    )
+    suspended = wait_until(
+        lambda: (
+            (w := get(kubectl, "bgw", "nightly", namespace))
+            and (w.get("status") or {}).get("suspended") is True
+            and condition(w, "Progressing").get("reason") == "Suspended"
+            and w
+        ),
+        timeout=30,
+        what="the suspended status",
+        details=operator.tail,
+    )
+
+    kubectl(
+        "patch",
+        "bgw",
+        "nightly",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"suspend": false}}',
+    )
+    wait_until(
+        lambda: is_ready(kubectl, "nightly", namespace, generation=3),
+        timeout=30,
+        what="Ready again",
+        details=operator.tail,
+    )
+    resumed = get(kubectl, "bgw", "nightly", namespace)
+    deployment = get(kubectl, "deployment", "nightly", namespace)
+
+    assert condition(suspended, "Ready")["reason"] == "Suspended"
+    assert suspended["status"]["replicas"] == 0
+    assert deployment is not None and deployment["spec"]["replicas"] == 2
+    assert resumed is not None and resumed["status"]["readyReplicas"] == 2
+    assert resumed["status"]["suspended"] is False
+
+
+def test_kubectl_scale_sets_the_replicas_of_the_worker(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(
+        kubectl, worker_manifest("scaled", namespace, redis={"url": "redis://redis.example:6379/0"})
+    )
+    wait_until(
+        lambda: is_ready(kubectl, "scaled", namespace),
+        timeout=30,
+        what="Ready",
+        details=operator.tail,
+    )
+
+    kubectl("scale", "bgw/scaled", "--replicas=3", "-n", namespace)
+
+    wait_until(
+        lambda: is_ready(kubectl, "scaled", namespace, generation=2),
+        timeout=30,
+        what="Ready with 3 replicas",
+        details=operator.tail,
+    )
+    scale = kubectl.json(
+        "get",
+        "--raw",
+        f"/apis/tickwork.dev/v1alpha1/namespaces/{namespace}/backgroundworkers/scaled/scale",
+    )
+    deployment = get(kubectl, "deployment", "scaled", namespace)
+
+    assert deployment is not None and deployment["spec"]["replicas"] == 3
+    assert scale["spec"]["replicas"] == 3
+    assert scale["status"]["replicas"] == 3
+    assert scale["status"]["selector"] == (
+        "app.kubernetes.io/instance=scaled,app.kubernetes.io/name=tickwork-worker"
+    )
+
+
+def test_deleting_the_worker_removes_its_deployment(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(kubectl, worker_manifest("short-lived", namespace))
+    wait_until(
+        lambda: get(kubectl, "deployment", "short-lived", namespace),
+        timeout=5,
+        what="the Deployment",
+        details=operator.tail,
+    )
+
+    kubectl("delete", "bgw", "short-lived", "-n", namespace, "--wait=true")
+
+    wait_until(
+        lambda: get(kubectl, "deployment", "short-lived", namespace) is None,
+        timeout=30,
+        what="the garbage collector to delete the Deployment",
+    )
+    time.sleep(1)  # the operator saw the Deployment go; it must not bring it back
+    assert get(kubectl, "deployment", "short-lived", namespace) is None
+
+
+def test_a_deployment_changed_or_deleted_by_hand_is_put_back_within_five_seconds(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(kubectl, worker_manifest("guarded", namespace))
+    wait_until(
+        lambda: is_ready(kubectl, "guarded", namespace),
+        timeout=30,
+        what="Ready",
+        details=operator.tail,
+    )
+    original = get(kubectl, "deployment", "guarded", namespace)
+    assert original is not None
+
+    kubectl("scale", "deployment/guarded", "--replicas=4", "-n", namespace)
+    kubectl("set", "env", "deployment/guarded", "-n", namespace, "TICKWORK_PERIOD=1s")
+    repaired = wait_until(
+        lambda: (
+            (d := get(kubectl, "deployment", "guarded", namespace))
+            and d["spec"]["replicas"] == 1
+            and container_env(d)["TICKWORK_PERIOD"] == "10m"
+            and d
+        ),
+        timeout=5,
+        what="the edited Deployment to be put back",
+        details=operator.tail,
+    )
+
+    kubectl("delete", "deployment", "guarded", "-n", namespace, "--wait=true")
+    recreated = wait_until(
+        lambda: (
+            (d := get(kubectl, "deployment", "guarded", namespace))
+            and d["metadata"]["uid"] != original["metadata"]["uid"]
+            and d
+        ),
+        timeout=5,
+        what="the deleted Deployment to be recreated",
+        details=operator.tail,
+    )
+    reasons = [e["reason"] for e in events_for(kubectl, "guarded", namespace)]
+
+    assert repaired["metadata"]["uid"] == original["metadata"]["uid"]
+    assert container_env(recreated)["TICKWORK_PERIOD"] == "10m"
+    assert "DeploymentRestored" in reasons
+    assert metric_value(operator.metrics(), "tickwork_operator_drift_repairs_total") >= 2
+
+
+def test_a_missing_redis_secret_gives_degraded_and_a_warning_event(
+    kubectl: Tool,
+    namespace: str,
+    operator_account: OperatorAccount,
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    # Only this test's operator may look up Secrets (metadata only), only in this namespace.
+    subject = {
+        "kind": "ServiceAccount",
+        "name": operator_account.name,
+        "namespace": operator_account.namespace,
+    }
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "Role",
+                        "metadata": {"name": "secret-check", "namespace": namespace},
+                        "rules": secret_check_rules(),
+                    },
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "RoleBinding",
+                        "metadata": {"name": "secret-check", "namespace": namespace},
+                        "roleRef": {
+                            "apiGroup": "rbac.authorization.k8s.io",
+                            "kind": "Role",
+                            "name": "secret-check",
+                        },
+                        "subjects": [subject],
+                    },
+                ],
+            }
+        ),
+    )
+    operator = start_operator([namespace], extra_args=["--check-secret-references"])
+    operator.wait_leading()
+
+    apply(
+        kubectl,
+        worker_manifest(
+            "needs-redis",
+            namespace,
+            replicas=2,
+            redis={"urlSecretRef": {"name": "redis", "key": "url"}},
+        ),
+    )
+    degraded = wait_until(
+        lambda: (
+            (w := get(kubectl, "bgw", "needs-redis", namespace))
+            and condition(w, "Degraded").get("status") == "True"
+            and w
+        ),
+        timeout=10,
+        what="Degraded=True",
+        details=operator.tail,
+    )
+    warnings = wait_until(
+        lambda: [
+            e for e in events_for(kubectl, "needs-redis", namespace) if e["type"] == "Warning"
+        ],
+        timeout=5,
+        what="a Warning Event",
+    )
+    deployment = get(kubectl, "deployment", "needs-redis", namespace)
+
+    kubectl(
+        "create",
+        "secret",
+        "generic",
+        "redis",
+        "-n",
+        namespace,
+        "--from-literal=url=redis://redis.example:6379/0",
+    )
+    recovered = wait_until(
+        lambda: (
+            (w := get(kubectl, "bgw", "needs-redis", namespace))
+            and condition(w, "Degraded").get("status") == "False"
+            and w
+        ),
+        timeout=15,
+        what="Degraded=False once the Secret exists",
+        details=operator.tail,
+    )
+
+    assert condition(degraded, "Degraded")["reason"] == "SecretNotFound"
+    assert condition(degraded, "Degraded")["message"].startswith(
+        f'Secret "redis" (key "url", from spec.redis.urlSecretRef) does not exist in namespace '
+        f"{namespace}"
+    )
+    assert [(e["reason"], e["source"]["component"]) for e in warnings] == [
+        ("SecretNotFound", "tickwork-operator")
+    ]
+    assert deployment is not None
+    assert container_env(deployment)["TICKWORK_REDIS_URL"] == {
+        "secretKeyRef": {"name": "redis", "key": "url"}
+    }
+    assert "redis://" not in json.dumps(deployment)
+    assert condition(recovered, "Degraded")["reason"] == "AsExpected"
+    assert operator.process is not None and operator.process.poll() is None  # no crash
+
+
+def test_a_spec_the_schema_cannot_refuse_is_degraded_with_an_event_and_no_deployment(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(kubectl, worker_manifest("never", namespace, schedule={"cron": "0 0 31 2 *"}))
+
+    degraded = wait_until(
+        lambda: (
+            (w := get(kubectl, "bgw", "never", namespace))
+            and condition(w, "Degraded").get("status") == "True"
+            and w
+        ),
+        timeout=10,
+        what="Degraded=True",
+        details=operator.tail,
+    )
+    events = wait_until(lambda: events_for(kubectl, "never", namespace), timeout=5, what="an Event")
+
+    assert condition(degraded, "Degraded")["reason"] == "InvalidSpec"
+    assert "never matches" in condition(degraded, "Degraded")["message"]
+    assert [(e["type"], e["reason"]) for e in events] == [("Warning", "InvalidSpec")]
+    assert get(kubectl, "deployment", "never", namespace) is None
+    assert operator.process is not None and operator.process.poll() is None
+
+
+def test_the_operator_killed_during_a_burst_of_fifty_workers_converges_after_restart(
+    kubectl: Tool, namespace: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    lease = f"burst-{uuid.uuid4().hex[:6]}"
+    first = start_operator([namespace], lease_id=lease).wait_leading()
+    names = [f"burst-{i:02d}" for i in range(50)]
+    burst = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [worker_manifest(n, namespace, schedule={"period": "1m"}) for n in names],
+    }
+    applying = threading.Thread(
+        target=lambda: kubectl("apply", "-f", "-", input=json.dumps(burst)), daemon=True
+    )
+
+    def deployments() -> int:
+        out = kubectl("get", "deployments", "-n", namespace, "-o", "name").stdout
+        return len(out.split())
+
+    applying.start()
+    wait_until(
+        lambda: deployments() >= 5,
+        timeout=20,
+        what="the first Deployments",
+        details=first.tail,
+        interval=0.05,
+    )
+    first.kill()
+    killed_with = deployments()
+    applying.join(timeout=60)
+    second = start_operator([namespace], lease_id=lease).wait_leading(timeout=30)
+
+    def all_ready() -> bool:
+        items = kubectl.json("get", "bgw", "-n", namespace, "-o", "json")["items"]
+        return len(items) == 50 and all(
+            (i.get("status") or {}).get("observedGeneration") == i["metadata"]["generation"]
+            and condition(i, "Ready").get("status") == "True"
+            for i in items
+        )
+
+    wait_until(all_ready, timeout=120, interval=1, what="all 50 workers Ready", details=second.tail)
+    owned = kubectl.json("get", "deployments", "-n", namespace, "-o", "json")["items"]
+
+    assert killed_with < 50  # the first operator really died mid-burst
+    assert sorted(d["metadata"]["name"] for d in owned) == names
+    assert all(d["status"].get("availableReplicas") == 1 for d in owned)
+
+
+def test_only_one_of_two_operators_reconciles_and_the_other_takes_over(
+    kubectl: Tool, namespace: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    lease = f"ha-{uuid.uuid4().hex[:6]}"
+    first = start_operator([namespace], lease_id=lease).wait_leading()
+    second = start_operator([namespace], lease_id=lease)
+    wait_until(
+        lambda: second.health()[1].get("role") == "follower",
+        timeout=20,
+        what="the second operator to follow",
+        details=second.tail,
+    )
+    apply(kubectl, worker_manifest("ha", namespace))
+    wait_until(
+        lambda: is_ready(kubectl, "ha", namespace), timeout=30, what="Ready", details=first.tail
+    )
+    follower_metrics = second.metrics()
+
+    first.kill()
+    second.wait_leading(timeout=20)
+    kubectl(
+        "patch",
+        "bgw",
+        "ha",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"schedule": {"period": "3m"}}}',
+    )
+    wait_until(
+        lambda: (
+            (d := get(kubectl, "deployment", "ha", namespace))
+            and container_env(d)["TICKWORK_PERIOD"] == "3m"
+        ),
+        timeout=10,
+        what="the new leader to apply the change",
+        details=second.tail,
+    )
+    holder = kubectl.json("get", "lease", lease, "-n", _lease_namespace(first), "-o", "json")[
+        "spec"
+    ]["holderIdentity"]
+
+    assert "tickwork_operator_leader 0.0" in follower_metrics
+    assert "tickwork_operator_reconciles_total{" not in follower_metrics
+    assert "tickwork_operator_leader 1.0" in second.metrics()
+    assert holder == second.identity
+
+
+def _lease_namespace(process: OperatorProcess) -> str:
+    for arg in process.args:
+        if arg.startswith("--leader-election-namespace="):
+            return arg.split("=", 1)[1]
+    raise AssertionError("no lease namespace")
+
+
+def test_the_operator_serves_health_and_reconcile_metrics_and_stops_cleanly(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(kubectl, worker_manifest("observed", namespace))
+    wait_until(
+        lambda: is_ready(kubectl, "observed", namespace),
+        timeout=30,
+        what="Ready",
+        details=operator.tail,
+    )
+
+    status, health = operator.health("/healthz")
+    metrics = operator.metrics()
+    code = operator.stop()
+
+    assert (status, health["role"]) == (200, "leader")
+    assert 'tickwork_operator_reconciles_total{result="success",trigger="create"} 1.0' in metrics
+    assert "tickwork_operator_reconcile_duration_seconds_count" in metrics
+    assert "tickwork_operator_leader 1.0" in metrics
+    assert code == 0
+
+
+def test_the_operator_account_cannot_read_secrets(
+    kubectl: Tool, operator_account: OperatorAccount
+) -> None:
+    account = f"system:serviceaccount:{operator_account.namespace}:{operator_account.name}"
+
+    def can(verb: str, resource: str) -> str:
+        result = kubectl("auth", "can-i", verb, resource, "--as", account, "-A", check=False)
+        return result.stdout.strip()
+
+    assert can("get", "secrets") == "no"
+    assert can("list", "secrets") == "no"
+    assert can("delete", "deployments.apps") == "no"
+    assert can("patch", "deployments.apps") == "yes"
+    assert can("patch", "backgroundworkers.tickwork.dev/status") == "yes"
+
+
+def test_kubectl_explain_documents_the_schedule(kubectl: Tool, crd: str) -> None:
+    explained = kubectl("explain", "backgroundworker.spec.schedule").stdout
+
+    assert "exactly one of period and cron" in explained.lower()
+    for field in (
+        "period",
+        "mode",
+        "cron",
+        "timeZone",
+        "runOnStart",
+        "timeout",
+        "jitter",
+        "misfire",
+        "misfireGrace",
+    ):
+        assert f"  {field}\t" in explained or f"  {field} " in explained
+
+
+# --------------------------------------------------------------------------- refused resources
+
+BASE: dict[str, Any] = {"image": IMAGE, "worker": WORKER, "schedule": {"period": "10m"}}
+
+
+def _spec(**changes: Any) -> dict[str, Any]:
+    spec = json.loads(json.dumps(BASE))
+    for key, value in changes.items():
+        if value is None:
+            spec.pop(key, None)
+        else:
+            spec[key] = value
+    return spec
+
+
+REDIS = {"url": "redis://redis.example:6379/0"}
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("no-schedule", _spec(schedule=None), "spec.schedule: Required value"),
+    ("no-image", _spec(image=None), "spec.image: Required value"),
+    (
+        "period-and-cron",
+        _spec(schedule={"period": "1m", "cron": "* * * * *"}),
+        "schedule needs exactly one of period and cron",
+    ),
+    (
+        "neither-period-nor-cron",
+        _spec(schedule={"runOnStart": True}),
+        "schedule needs exactly one of period and cron",
+    ),
+    (
+        "time-zone-with-period",
+        _spec(schedule={"period": "1m", "timeZone": "Europe/Berlin"}),
+        "schedule.timeZone applies only to a cron schedule",
+    ),
+    (
+        "mode-with-cron",
+        _spec(schedule={"cron": "*/5 * * * *", "mode": "rate"}),
+        "schedule.mode applies only to a period schedule",
+    ),
+    (
+        "period-in-words",
+        _spec(schedule={"period": "ten minutes"}),
+        "schedule.period ten minutes is not a duration",
+    ),
+    (
+        "period-too-short",
+        _spec(schedule={"period": "50ms"}),
+        "schedule.period 50ms is shorter than the minimum 100ms",
+    ),
+    (
+        "cron-with-four-fields",
+        _spec(schedule={"cron": "*/5 * * *"}),
+        "is not a cron expression; expected 5 fields",
+    ),
+    ("unknown-mode", _spec(schedule={"period": "1m", "mode": "fast"}), 'Unsupported value: "fast"'),
+    (
+        "unknown-misfire-policy",
+        _spec(schedule={"period": "1m", "misfire": "later"}),
+        'Unsupported value: "later"',
+    ),
+    (
+        "misfire-grace-without-catch-up",
+        _spec(schedule={"period": "1m", "misfireGrace": "30s"}),
+        "schedule.misfireGrace applies only with misfire: catch_up",
+    ),
+    (
+        "jitter-as-long-as-the-rate",
+        _spec(schedule={"period": "1m", "mode": "rate", "jitter": "1m"}),
+        "schedule.jitter must be shorter than schedule.period in rate mode",
+    ),
+    (
+        "zero-timeout",
+        _spec(schedule={"period": "1m", "timeout": "0s"}),
+        "schedule.timeout 0s must be greater than zero",
+    ),
+    (
+        "worker-without-class",
+        _spec(worker="admin_workers.passive_users"),
+        "worker admin_workers.passive_users is not MODULE:CLASS",
+    ),
+    ("worker-with-spaces", _spec(worker="admin workers:Checker"), "is not MODULE:CLASS"),
+    (
+        "lease-ttl-too-short",
+        _spec(lease={"ttl": "200ms"}),
+        "lease.ttl 200ms is shorter than the minimum 500ms",
+    ),
+    (
+        "renewal-over-half-the-ttl",
+        _spec(lease={"ttl": "15s", "renewInterval": "10s"}),
+        "lease.renewInterval must be at most half of lease.ttl",
+    ),
+    ("negative-replicas", _spec(replicas=-1), "should be greater than or equal to 0"),
+    ("replicas-without-redis", _spec(replicas=3), "replicas above 1 need spec.redis"),
+    (
+        "redis-url-and-secret",
+        _spec(redis={**REDIS, "urlSecretRef": {"name": "redis"}}),
+        "redis needs exactly one of url and urlSecretRef",
+    ),
+    (
+        "redis-url-not-redis",
+        _spec(redis={"url": "http://redis.example:6379"}),
+        "redis.url must start with redis:// or rediss://",
+    ),
+    (
+        "redis-url-with-password",
+        _spec(redis={"url": "redis://:hunter2@redis.example:6379"}),
+        "redis.url must not contain a password",
+    ),
+    (
+        "privileged-metrics-port",
+        _spec(metrics={"port": 80}),
+        "should be greater than or equal to 1024",
+    ),
+    (
+        "tickwork-variable-in-env",
+        _spec(env=[{"name": "TICKWORK_PERIOD", "value": "1s"}]),
+        "env must not set TICKWORK_* variables",
+    ),
+    (
+        "operator-label-on-pods",
+        _spec(podLabels={"app.kubernetes.io/instance": "other"}),
+        "podLabels must not set app.kubernetes.io/name, app.kubernetes.io/instance",
+    ),
+    (
+        "requests-above-limits",
+        _spec(resources={"requests": {"cpu": "2"}, "limits": {"cpu": "500m"}}),
+        "resources.requests must not exceed resources.limits",
+    ),
+    ("unknown-pull-policy", _spec(imagePullPolicy="Sometimes"), 'Unsupported value: "Sometimes"'),
+    (
+        "root-user",
+        _spec(podSecurityContext={"runAsUser": 0}),
+        "should be greater than or equal to 1",
+    ),
+    (
+        "shutdown-grace-in-words",
+        _spec(shutdownGrace="forever"),
+        "shutdownGrace forever is not a duration",
+    ),
+    ("misspelled-field", {**_spec(), "shedule": {"period": "1m"}}, 'unknown field "spec.shedule"'),
+]
+
+
+@pytest.mark.parametrize(("case", "spec", "message"), INVALID, ids=[c[0] for c in INVALID])
+def test_an_invalid_worker_is_refused_by_the_api_server_and_nothing_is_applied(
+    kubectl: Tool, namespace: str, crd: str, case: str, spec: dict[str, Any], message: str
+) -> None:
+    manifest = {
+        "apiVersion": "tickwork.dev/v1alpha1",
+        "kind": "BackgroundWorker",
+        "metadata": {"name": case, "namespace": namespace},
+        "spec": spec,
+    }
+
+    refused = kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
+    left = kubectl("get", "backgroundworkers,deployments", "-n", namespace, "-o", "name")
+
+    assert refused.returncode != 0
+    assert message in refused.stderr
+    assert left.stdout.strip() == ""
+
+
+def test_the_table_of_refused_resources_is_long_enough() -> None:
+    assert len(INVALID) >= 20
+    assert len({case for case, _, _ in INVALID}) == len(INVALID)
