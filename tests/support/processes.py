@@ -76,6 +76,7 @@ class RedisServer:
         *,
         password: str | None = None,
         tls: bool = False,
+        appendfsync: str = "always",
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -85,6 +86,7 @@ class RedisServer:
         self.port = port or free_port()
         self.password = password
         self.tls = tls
+        self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -150,7 +152,7 @@ class RedisServer:
             "--dir", str(self.directory),
             "--save", "",
             "--appendonly", "yes",
-            "--appendfsync", "always",
+            "--appendfsync", self.appendfsync,
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
