@@ -282,7 +282,12 @@ def assess(
             and counts["replicas"] == desired
             and available >= desired
         )
-        stuck = found is not None and found.reason == "ProgressDeadlineExceeded"
+        rollout = deployment_problem(deployment)
+        stuck = (
+            rollout
+            if rollout is not None and rollout.reason == "ProgressDeadlineExceeded"
+            else None
+        )
         if rolled_out:
             progressing = _condition(
                 PROGRESSING,
@@ -291,9 +296,8 @@ def assess(
                 f"{desired} replicas up to date and available",
                 generation,
             )
-        elif stuck:
-            assert found is not None
-            progressing = _condition(PROGRESSING, False, found.reason, found.message, generation)
+        elif stuck is not None:
+            progressing = _condition(PROGRESSING, False, stuck.reason, stuck.message, generation)
         else:
             progressing = _condition(
                 PROGRESSING,

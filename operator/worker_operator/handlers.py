@@ -73,6 +73,10 @@ def configure_logging(settings: OperatorSettings) -> None:
         log_refkey="object",
     )
     logging.getLogger().setLevel(settings.log_level.upper())
+    if settings.log_level.upper() != "DEBUG":
+        # kopf logs every handler call ("Handler 'owned-deployment' succeeded") at INFO; the
+        # reconciler logs what changed instead.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # aiohttp's access log would print every probe and scrape.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 

@@ -10,13 +10,21 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from worker_operator.constants import CRD_NAME
 from worker_operator.crd import build_crd
 
-__all__ = ["CRD_FILES", "main", "render_crd", "stale_files", "write_files"]
+__all__ = [
+    "CRD_FILES",
+    "main",
+    "render_crd",
+    "render_field_reference",
+    "stale_files",
+    "write_files",
+]
 
 #: Where the CRD goes, relative to the repository root.
 CRD_FILES = (
@@ -59,11 +67,71 @@ def write_files(root: Path) -> list[Path]:
     return written
 
 
+_PIPE = "\\|"  # a literal | inside a Markdown table cell
+
+#: Standard Kubernetes types: documented by Kubernetes, not expanded in the reference.
+_STANDARD = {
+    "spec.env": "list of EnvVar",
+    "spec.envFrom": "list of EnvFromSource",
+    "spec.resources": "ResourceRequirements",
+    "spec.tolerations": "list of Toleration",
+    "spec.affinity": "Affinity",
+    "spec.imagePullSecrets": "list of LocalObjectReference",
+}
+
+
+def _type_of(node: dict[str, Any]) -> str:
+    kind = str(node.get("type", "object"))
+    if kind == "object" and "additionalProperties" in node:
+        return "map of string"
+    if kind == "array":
+        return "list"
+    return kind
+
+
+def _rows(node: dict[str, Any], path: str) -> list[tuple[str, str, str, str]]:
+    rows = []
+    required = set(node.get("required") or ())
+    for name, child in (node.get("properties") or {}).items():
+        field = f"{path}.{name}"
+        kind = _STANDARD.get(field, _type_of(child))
+        if "enum" in child:
+            kind = f" {_PIPE} ".join(f"`{v}`" for v in child["enum"])
+        default = child.get("default")
+        shown = "required" if name in required else ("" if default is None else _shown(default))
+        description = " ".join(str(child.get("description", "")).split())
+        rows.append((field, kind, shown, description))
+        if child.get("properties") and field not in _STANDARD:
+            rows.extend(_rows(child, field))
+    return rows
+
+
+def _shown(value: object) -> str:
+    if value == {}:
+        return ""
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def render_field_reference() -> str:
+    """The ``spec`` fields (path, type, default, description) as a Markdown table."""
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    lines = ["| field | type | default | meaning |", "|---|---|---|---|"]
+    for field, kind, default, description in _rows(schema["properties"]["spec"], "spec"):
+        text = description.replace("|", _PIPE)
+        lines.append(f"| `{field}` | {kind} | {default} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker_operator.manifests")
-    parser.add_argument("action", choices=["write", "check"])
+    parser.add_argument("action", choices=["write", "check", "reference"])
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the repository root")
     args = parser.parse_args(argv)
+    if args.action == "reference":
+        print(render_field_reference(), end="")
+        return 0
     if args.action == "write":
         for path in write_files(args.root):
             print(f"wrote {path}")

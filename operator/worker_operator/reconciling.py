@@ -502,6 +502,15 @@ class Reconciler:
             await self._event(
                 _involved_of(worker), "Normal", "DeploymentCreated", f"created Deployment {name}"
             )
+        if current is None or _generation(result) != _generation(current):
+            log.info(
+                "%s/%s: applied Deployment %s (generation %d, %d replicas)",
+                worker.namespace,
+                worker.name,
+                name,
+                _generation(result),
+                worker.desired_replicas,
+            )
         self._applied[worker.key] = _Applied(
             uid=worker.uid,
             worker_generation=worker.generation,

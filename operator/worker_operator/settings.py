@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from collections.abc import Mapping
@@ -101,12 +100,3 @@ class OperatorSettings:
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
-
-    @classmethod
-    def defaults_from_env(cls, env: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Defaults that depend on where the operator runs (pod name and namespace)."""
-        environment = os.environ if env is None else env
-        return {
-            "identity": default_identity(environment),
-            "lease_namespace": default_lease_namespace(environment),
-        }

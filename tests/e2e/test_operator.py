@@ -851,6 +851,51 @@ def test_a_spec_the_schema_cannot_refuse_is_degraded_with_an_event_and_no_deploy
     assert operator.process is not None and operator.process.poll() is None
 
 
+def test_pods_that_cannot_be_scheduled_and_a_stuck_rollout_show_as_degraded(
+    kubectl: Tool, namespace: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    operator = start_operator([namespace], extra_args=["--progress-deadline=3s"]).wait_leading()
+    apply(
+        kubectl,
+        worker_manifest("nowhere", namespace, nodeSelector={"tickwork.dev/no-such-node": "true"}),
+    )
+
+    degraded = wait_until(
+        lambda: (
+            (w := get(kubectl, "bgw", "nowhere", namespace))
+            and condition(w, "Degraded").get("reason") == "Unschedulable"
+            and condition(w, "Progressing").get("reason") == "ProgressDeadlineExceeded"
+            and w
+        ),
+        timeout=30,
+        what="Degraded=Unschedulable and a rollout past its deadline",
+        details=operator.tail,
+    )
+    warnings = [(e["type"], e["reason"]) for e in events_for(kubectl, "nowhere", namespace)]
+
+    assert condition(degraded, "Degraded")["status"] == "True"
+    assert "didn't match Pod's node affinity/selector" in condition(degraded, "Degraded")["message"]
+    assert condition(degraded, "Progressing")["status"] == "False"
+    assert condition(degraded, "Ready")["status"] == "False"
+    assert ("Warning", "Unschedulable") in warnings
+
+
+def test_without_namespaces_the_operator_serves_every_namespace(
+    kubectl: Tool, namespace: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    operator = start_operator([]).wait_leading()
+
+    apply(kubectl, worker_manifest("anywhere", namespace))
+
+    wait_until(
+        lambda: is_ready(kubectl, "anywhere", namespace),
+        timeout=30,
+        what="Ready",
+        details=operator.tail,
+    )
+    assert get(kubectl, "deployment", "anywhere", namespace) is not None
+
+
 def test_the_operator_killed_during_a_burst_of_fifty_workers_converges_after_restart(
     kubectl: Tool, namespace: str, start_operator: Callable[..., OperatorProcess]
 ) -> None:

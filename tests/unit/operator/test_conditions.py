@@ -321,3 +321,39 @@ def test_a_spec_problem_sets_every_condition_and_keeps_other_status_fields_out()
     assert [(e.event_type, e.reason, e.message) for e in result.events] == [
         ("Warning", "InvalidSpec", "spec.schedule.cron: never matches")
     ]
+
+
+def test_unschedulable_pods_and_a_deadline_past_rollout_show_both() -> None:
+    stuck = deployment(
+        replicas=1,
+        ready=0,
+        updated=1,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": "timed out",
+            }
+        ],
+    )
+    pending = {
+        "metadata": {"name": "w-1"},
+        "status": {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/2 nodes are available",
+                }
+            ]
+        },
+    }
+
+    result = assess(
+        generation=1, previous_status={}, now=T0, worker=worker(), deployment=stuck, pods=[pending]
+    )
+
+    assert conditions_of(result.status)["Progressing"] == ("False", "ProgressDeadlineExceeded")
+    assert conditions_of(result.status)["Degraded"] == ("True", "Unschedulable")

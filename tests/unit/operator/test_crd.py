@@ -135,3 +135,17 @@ def test_the_schema_is_structural_without_preserved_unknown_fields() -> None:
     ]
 
     assert preserved == []
+
+
+def test_the_field_reference_lists_every_field_of_our_own_types() -> None:
+    from worker_operator.manifests import render_field_reference
+
+    table = render_field_reference()
+    spec = _schema()["properties"]["spec"]["properties"]
+
+    for name in spec:
+        assert f"| `spec.{name}` |" in table
+    for name in spec["schedule"]["properties"]:
+        assert f"| `spec.schedule.{name}` |" in table
+    assert "| `spec.lease.ttl` | string | `15s` |" in table
+    assert "spec.affinity.nodeAffinity" not in table  # standard types are not expanded
