@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.processes import RedisServer  # noqa: E402
-from worker_runtime.leasing import LeaseTiming  # noqa: E402
-from worker_runtime.redis_leases import RedisLeases  # noqa: E402
+from tests.support.processes import RedisServer
+from worker_runtime.leasing import LeaseTiming
+from worker_runtime.redis_leases import RedisLeases
 
 ROUNDS = 2000
 REPEATS = 7
