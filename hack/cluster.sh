@@ -127,15 +127,24 @@ cmd_up() {
   local start=${SECONDS}
   DEADLINE=$((SECONDS + READY_TIMEOUT_SECONDS))
   : >"${UP_LOG}"
-  remove_state # a stale or half-started one
-  write_kwokctl_config
   tw_say "starting the control plane (kube ${KUBERNETES_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION}) ..."
-  if ! kwokctl create cluster --config "${CLUSTER_DIR}/kwokctl.yaml" --kubeconfig "${KWOK_CONTEXTS}" \
-      --wait "${READY_TIMEOUT_SECONDS}s" >>"${UP_LOG}" 2>&1; then
-    tw_say "kwokctl create cluster failed; see ${UP_LOG} and ${KWOK_DIR}/clusters/${CLUSTER_NAME}/logs/"
-    tail -n 20 "${UP_LOG}" | sed 's/^/    | /' >&2
-    exit 1
-  fi
+  # kwokctl picks free ports just before starting the components; a second try
+  # covers the rare race with another process grabbing one in between.
+  local attempt
+  for attempt in 1 2; do
+    remove_state # a stale or half-started one
+    write_kwokctl_config
+    if kwokctl create cluster --config "${CLUSTER_DIR}/kwokctl.yaml" --kubeconfig "${KWOK_CONTEXTS}" \
+        --wait "${READY_TIMEOUT_SECONDS}s" >>"${UP_LOG}" 2>&1; then
+      break
+    fi
+    if (( attempt == 2 )); then
+      tw_say "kwokctl create cluster failed; see ${UP_LOG} and ${KWOK_DIR}/clusters/${CLUSTER_NAME}/logs/"
+      tail -n 20 "${UP_LOG}" | sed 's/^/    | /' >&2
+      exit 1
+    fi
+    tw_say "kwokctl create cluster failed; retrying once"
+  done
   # A self-contained admin kubeconfig (certificates inlined).
   "${TW_KUBECTL}" config view --raw --flatten \
     --kubeconfig "${KWOK_DIR}/clusters/${CLUSTER_NAME}/kubeconfig.yaml" >"${KUBECONFIG_OUT}.tmp"

@@ -175,14 +175,11 @@ def _project_control_plane_is_ready() -> bool:
     return result.returncode == 0
 
 
-def _run_cluster_script(command: str) -> None:
-    result = subprocess.run(
-        [str(CLUSTER_SCRIPT), command], capture_output=True, text=True, check=False
-    )
+def _run_hack_script(script: Path, *args: str) -> None:
+    result = subprocess.run([str(script), *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(
-            f"hack/cluster.sh {command} failed (exit {result.returncode}):\n{result.stderr.strip()}"
-        )
+        command = " ".join([script.relative_to(REPO_ROOT).as_posix(), *args])
+        raise RuntimeError(f"{command} failed (exit {result.returncode}):\n{result.stderr.strip()}")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -194,19 +191,21 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
     """The cluster of this session; started here (and stopped at the end) if needed."""
+    # On a fresh machine this builds the binaries (many minutes, longer than the
+    # per-test timeout): `make cluster-build` beforehand keeps that out of the session.
+    if BINARIES.missing():
+        _run_hack_script(HACK_DIR / "build-binaries.sh")
     if os.environ.get("KUBECONFIG"):
         yield ControlPlane(kubeconfig=Path(os.environ["KUBECONFIG"]), started_here=False)
         return
     if _project_control_plane_is_ready():
         yield ControlPlane(kubeconfig=PROJECT_KUBECONFIG, started_here=False)
         return
-    # First run on a fresh machine builds the binaries here (many minutes);
-    # `make cluster-build` beforehand keeps that out of the test session.
-    _run_cluster_script("up")
+    _run_hack_script(CLUSTER_SCRIPT, "up")
     try:
         yield ControlPlane(kubeconfig=PROJECT_KUBECONFIG, started_here=True)
     finally:
-        _run_cluster_script("down")
+        _run_hack_script(CLUSTER_SCRIPT, "down")
 
 
 @pytest.fixture(scope="session")
