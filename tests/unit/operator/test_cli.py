@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from worker_operator.cli import parse_args
+from worker_operator.settings import default_lease_namespace
 
 ENV = {"POD_NAME": "tickwork-operator-7d9-abc", "POD_NAMESPACE": "tickwork-system"}
 
@@ -75,8 +78,19 @@ def test_a_mistake_is_one_line_and_exit_code_2(
     assert len(err.strip().splitlines()) <= 3  # usage line(s) and the error, no traceback
 
 
-def test_the_identity_falls_back_to_the_host_name() -> None:
-    settings, _ = parse_args([], {})
+def test_the_identity_falls_back_to_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "laptop")
 
-    assert settings.identity
-    assert settings.lease_namespace in ("default",) or settings.lease_namespace
+    settings, _ = parse_args(["--leader-election-namespace", "ops"], {})
+
+    assert settings.identity.startswith("laptop-")
+    assert settings.lease_namespace == "ops"
+
+
+def test_the_lease_namespace_is_the_pods_own(tmp_path: Path) -> None:
+    mounted = tmp_path / "namespace"
+    mounted.write_text("tickwork-system\n")
+
+    assert default_lease_namespace({"POD_NAMESPACE": "from-env"}, sa_file=mounted) == "from-env"
+    assert default_lease_namespace({}, sa_file=mounted) == "tickwork-system"
+    assert default_lease_namespace({}, sa_file=tmp_path / "missing") == "default"

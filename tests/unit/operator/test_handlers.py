@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, cast
 
 import kopf
@@ -94,4 +93,3 @@ async def test_handlers_pass_a_plain_copy_of_the_body() -> None:
     ((seen, trigger),) = stub.seen
     assert seen == body and seen is not body
     assert trigger == "create"
-    assert logging.getLogger("kopf").level == logging.NOTSET
