@@ -1,8 +1,10 @@
 """Tickwork's Kubernetes operator: ``BackgroundWorker`` resources reconciled into Deployments.
 
-Layers, from the top (enforced by import-linter): ``cli`` → ``running`` → ``handlers`` (kopf)
-→ ``reconciling`` → ``kubeapi`` (Kubernetes I/O) → pure builders (``builders``,
-``conditions``, ``spec``, ``crd``, ``rbac``, ``settings``, ``constants``).
+Layers, from the top (import-linter contracts keep them): ``cli`` → ``running`` →
+``handlers`` (the only kopf module) → ``reconciling`` / ``leadership`` / ``serving`` →
+``kubeapi`` (Kubernetes I/O) → pure modules (``conditions``, ``builders``, ``spec``,
+``rbac``, ``crd``, ``settings``, ``metrics``, ``constants``), which import neither kopf nor
+a Kubernetes client. ``manifests`` writes the generated CRD files.
 """
 
 __all__: list[str] = []
