@@ -261,7 +261,7 @@ def wait_for_reconciled_deployment(
     kubectl: Tool, name: str, namespace: str, operator: OperatorAsServiceAccount
 ) -> dict[str, Any]:
     """The worker's Deployment, once it is Available and its BackgroundWorker is Ready."""
-    deployment: dict[str, Any] = wait_until(
+    wait_until(
         lambda: get(kubectl, "deployment", name, namespace),
         timeout=30,
         what=f"the Deployment of BackgroundWorker {namespace}/{name}",
@@ -283,6 +283,7 @@ def wait_for_reconciled_deployment(
         namespace,
         "--timeout=60s",
     )
+    deployment: dict[str, Any] = get(kubectl, "deployment", name, namespace)
     return deployment
 
 
