@@ -75,7 +75,7 @@ done | sort -u)
 for base in "${bases[@]}"; do ensure_base_image "$(qualified "$base")"; done
 
 # shellcheck disable=SC2206 # word-splitting of the extra flags is intended
-BUD=(buildah bud --layers --format docker --pull=never --build-arg "VERSION=$VERSION" ${BUILDAH_BUD_FLAGS:-})
+BUD=(buildah bud --layers --force-rm --format docker --pull=never --build-arg "VERSION=$VERSION" ${BUILDAH_BUD_FLAGS:-})
 # RUN steps reach PyPI trusting what this machine trusts (a TLS-inspecting proxy's CA, say):
 # its CA bundle is mounted over the image's for each step and never becomes part of a layer.
 CA_BUNDLE=${TICKWORK_BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
