@@ -25,7 +25,7 @@ CHECKOV := $(CHECKOV_HOME)/bin/checkov
 
 .PHONY: helm chart-render chart-manifests chart-manifests-check chart-lint checkov security-check
 
-helm: ## Fetch (once) the cached helm and kubectl (part of `make cluster-build`)
+helm: ## fetch (once) the cached helm and kubectl (part of `make cluster-build`)
 	@source hack/lib.sh && { [[ -x "$${TW_HELM}" && -x "$${TW_KUBECTL}" ]] || hack/build-binaries.sh; }
 
 chart-render: venv helm
@@ -56,9 +56,9 @@ chart-render: venv helm
 	  >"$${root}/manifests/02-operator.yaml.tmp"; \
 	mv -f "$${root}/manifests/02-operator.yaml.tmp" "$${root}/manifests/02-operator.yaml"
 
-chart-manifests: chart-render ## Render the chart's generated files and manifests/ (part of `make manifests`)
+chart-manifests: chart-render ## render the chart's generated files and manifests/ (part of `make manifests`)
 
-chart-manifests-check: venv helm ## Fail when a file chart-manifests generates is stale
+chart-manifests-check: venv helm ## fail when a file chart-manifests writes is stale
 	@set -e; tmp="$$(mktemp -d)"; trap 'rm -rf "$${tmp}"' EXIT; \
 	$(MAKE) --no-print-directory -s chart-render CHART_RENDER_ROOT="$${tmp}"; \
 	stale=0; for f in $(CHART_GENERATED); do \
@@ -69,7 +69,7 @@ chart-manifests-check: venv helm ## Fail when a file chart-manifests generates i
 	  echo "$${f} is not generated any more; delete it" >&2; stale=1; \
 	done; exit $${stale}
 
-chart-lint: helm ## helm lint --strict the chart
+chart-lint: helm ## helm lint --strict charts/tickwork
 	@source hack/lib.sh && "$${TW_HELM}" lint --strict $(CHART_DIR)
 
 manifests: chart-manifests
@@ -84,7 +84,7 @@ $(CHECKOV_HOME)/.installed: security/requirements.txt
 	@$(CHECKOV_HOME)/bin/python -m pip install --quiet -r security/requirements.txt
 	@touch $@
 
-checkov: $(CHECKOV_HOME)/.installed ## Install checkov (cached outside the repository)
+checkov: $(CHECKOV_HOME)/.installed ## install checkov (cached outside the repository)
 
 security-check: checkov helm venv ## checkov over charts, manifests and Dockerfiles (skips: security/checkov-skips.yaml)
 	@source hack/lib.sh && PATH="$$(dirname "$${TW_HELM}"):$${PATH}" $(CHECKOV) \
