@@ -3,6 +3,7 @@
 # shellcheck shell=bash
 
 TW_HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck disable=SC2034 # used by the scripts that source this file
 TW_REPO_ROOT="$(cd "${TW_HACK_DIR}/.." && pwd)"
 # shellcheck source=hack/versions.env
 source "${TW_HACK_DIR}/versions.env"

@@ -12,9 +12,9 @@ Which cluster a session uses:
    and stopped again when the session ends.
 
 Fixtures: ``kubeconfig`` (path), ``kubectl`` and ``helm`` (callables running the
-cached binaries against that cluster), ``namespace`` (a fresh namespace per test).
-Other test packages can import the binary paths: ``from tests.e2e.conftest import
-BINARIES`` (or ``KUBECTL``, ``HELM``).
+cached binaries against that cluster), ``namespace`` (a fresh namespace per test),
+``binaries`` (paths of every cached binary). The same paths are module constants
+here (``BINARIES``, ``KUBECTL``, ``HELM``) for code outside a test.
 """
 
 from __future__ import annotations
@@ -206,6 +206,12 @@ def control_plane() -> Iterator[ControlPlane]:
         yield ControlPlane(kubeconfig=PROJECT_KUBECONFIG, started_here=True)
     finally:
         _run_hack_script(CLUSTER_SCRIPT, "down")
+
+
+@pytest.fixture(scope="session")
+def binaries(control_plane: ControlPlane) -> Binaries:
+    """Paths of the cached binaries (kubectl, helm, kwok, kube-apiserver, ...), all present."""
+    return BINARIES
 
 
 @pytest.fixture(scope="session")

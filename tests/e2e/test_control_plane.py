@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from tests.e2e.conftest import Tool
+    from conftest import Binaries, Tool
 
 pytestmark = pytest.mark.e2e
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 WAIT = "--timeout=60s"
 
 
@@ -31,6 +32,16 @@ def kwok_node_names(kubectl: Tool) -> set[str]:
         for n in nodes
         if n["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node") == "fake"
     }
+
+
+def test_the_fixtures_use_the_binaries_that_the_build_script_caches(binaries: Binaries) -> None:
+    script = 'source hack/lib.sh; for b in "${TW_ALL_BINARIES[@]}"; do echo "$b"; done'
+    built = subprocess.run(
+        ["bash", "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+
+    assert built == [str(p) for p in vars(binaries).values()]
+    assert binaries.missing() == []
 
 
 def test_the_server_reports_kubernetes_1_34_and_is_ready(kubectl: Tool) -> None:
