@@ -89,7 +89,7 @@ build() {
 }
 build tickwork/worker images/worker/Dockerfile
 build tickwork/operator images/operator/Dockerfile
-build tickwork/example-worker examples/Dockerfile --build-arg "BASE_IMAGE=tickwork/worker:$VERSION"
+build tickwork/example-worker examples/Dockerfile --build-arg BASE_IMAGE=tickwork/worker --build-arg "BASE_TAG=$VERSION"
 
 log "images (uncompressed size)"
 buildah images --format '{{.Name}}:{{.Tag}}  {{.Size}}' \

@@ -30,6 +30,8 @@ WORKER = f"localhost/tickwork/worker:{VERSION}"
 OPERATOR = f"localhost/tickwork/operator:{VERSION}"
 EXAMPLE = f"localhost/tickwork/example-worker:{VERSION}"
 ALL_IMAGES = (WORKER, OPERATOR, EXAMPLE)
+# The Dockerfiles' FROM, as Docker names it (pulled, or made by images/make-python-base.sh).
+PYTHON_BASE = "docker.io/library/python:3.11-slim-bookworm"
 USER_ID = "10001"
 COMPLETED = "Completed: Setting status of inactive users"
 # A tick every 500 ms from the start, no metrics server, stopped by SIGTERM after 4 s.
@@ -128,7 +130,7 @@ def container_of(built_images: tuple[str, ...]) -> Iterator[Any]:
     started: list[Container] = []
 
     def start(image: str) -> Container:
-        assert image in built_images
+        assert image in (*built_images, PYTHON_BASE)
         started.append(Container(image))
         return started[-1]
 
@@ -189,7 +191,8 @@ def test_the_dockerfiles_default_to_the_version_in_pyproject() -> None:
         text = (ROOT / dockerfile).read_text(encoding="utf-8")
         assert f"ARG VERSION={VERSION}\n" in text, dockerfile
     example = (ROOT / "examples/Dockerfile").read_text(encoding="utf-8")
-    assert f"ARG BASE_IMAGE=tickwork/worker:{VERSION}\n" in example
+    assert "ARG BASE_IMAGE=tickwork/worker\n" in example
+    assert f"ARG BASE_TAG={VERSION}\n" in example
 
 
 def test_the_final_stages_start_from_a_pinned_python_image_and_run_as_a_numeric_user() -> None:
@@ -338,3 +341,14 @@ def test_the_images_health_check_fails_without_and_passes_with_the_example_worke
     assert "health check before the worker: 1" in done.stdout, output
     assert "health check while it runs: 0" in done.stdout, output
     assert COMPLETED in output
+
+
+@pytest.mark.parametrize("image", ALL_IMAGES)
+def test_the_build_machines_ca_bundle_is_mounted_for_the_build_but_not_left_in_the_image(
+    container_of: Any, image: str
+) -> None:
+    bundle = ["sha256sum", "/etc/ssl/certs/ca-certificates.crt"]
+    in_base = container_of(PYTHON_BASE).run(bundle)
+    in_image = container_of(image).run(bundle)
+    assert in_base.returncode == 0 and in_image.returncode == 0, in_base.stderr + in_image.stderr
+    assert in_image.stdout == in_base.stdout
