@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import HELM
+from tests.e2e.conftest import CACHE_DIR, HELM
 from worker_operator import rbac
 from worker_operator.cli import parse_args
 from worker_operator.constants import (
@@ -57,7 +57,7 @@ MONITORING_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
     if not os.access(HELM, os.X_OK):
         pytest.fail(f"{HELM} is missing: run `make helm` (or `make test`)", pytrace=False)
-    home = REPO / ".pytest_cache" / "helm-home"
+    home = CACHE_DIR / "helm-home"
     env = {
         **os.environ,
         "HELM_CONFIG_HOME": str(home / "config"),
@@ -479,13 +479,16 @@ def test_the_try_it_redis_is_off_by_default_and_marked_not_for_production() -> N
     values = (CHART / "values.yaml").read_text(encoding="utf-8")
 
     assert [o for o in default if "redis" in o["metadata"]["name"]] == []
-    assert sorted(kinds(redis)) == ["Deployment", "Secret", "Service"]
-    assert all("tickwork.dev/not-for-production" in o["metadata"]["annotations"] for o in redis)
+    assert sorted(kinds(redis)) == ["Deployment", "NetworkPolicy", "Secret", "Service"]
+    assert all(
+        "tickwork.dev/not-for-production" in o["metadata"]["annotations"]
+        for o in redis
+        if o["kind"] != "NetworkPolicy"
+    )
     assert "NOT FOR PRODUCTION" in values
-    assert secret["stringData"] == {
-        "url": "redis://tickwork-redis.tickwork-system.svc:6379/0",
-        "password": "s3cret",
-    }
+    assert secret["stringData"]["url"] == "redis://tickwork-redis.tickwork-system.svc:6379/0"
+    assert secret["stringData"]["password"] == "s3cret"
+    assert "requirepass s3cret\n" in secret["stringData"]["redis.conf"]
 
 
 def test_the_try_it_redis_runs_as_non_root_with_a_generated_password() -> None:
@@ -495,6 +498,8 @@ def test_the_try_it_redis_runs_as_non_root_with_a_generated_password() -> None:
 
     assert len(only(objects, "Secret", "tickwork-redis")["stringData"]["password"]) == 32
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] >= 10000
+    assert "env" not in container  # the password reaches Redis as a file, never as a variable
     assert pod["automountServiceAccountToken"] is False
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
