@@ -73,7 +73,7 @@ write_wrapper_module() {
   rm -rf "${dir}"
   mkdir -p "${dir}"
   upstream_mod="$(cd "${dir}" && go mod download -json "${module}@${version}" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("GoMod") or sys.exit(d.get("Error")))')"
   (
     cd "${dir}"
     go mod init "tickwork.local/build/$(basename "${dir}")"
