@@ -84,6 +84,11 @@ if [ -s "$CA_BUNDLE" ]; then
 fi
 build() {
   local name=$1 dockerfile=$2; shift 2
+  # The builder stage gets a tag of its own, so that pruning below keeps its layer cache.
+  if grep -qiE '^FROM .* AS builder$' "$dockerfile"; then
+    log "build $name-builder:$VERSION (the builder stage, kept as layer cache)"
+    "${BUD[@]}" "$@" --target builder -f "$dockerfile" -t "$name-builder:$VERSION" .
+  fi
   log "build $name:$VERSION ($dockerfile)"
   "${BUD[@]}" "$@" -f "$dockerfile" -t "$name:$VERSION" -t "$name:dev" .
 }
@@ -91,6 +96,10 @@ build tickwork/worker images/worker/Dockerfile
 build tickwork/operator images/operator/Dockerfile
 build tickwork/example-worker examples/Dockerfile --build-arg BASE_IMAGE=tickwork/worker --build-arg "BASE_TAG=$VERSION"
 
+# With vfs every layer is a full copy: drop the layers no tagged image needs any more (those
+# of earlier builds), so repeated builds do not fill the disk.
+buildah rmi --prune >/dev/null 2>&1 || true
+
 log "images (uncompressed size)"
 buildah images --format '{{.Name}}:{{.Tag}}  {{.Size}}' \
-  | awk -v v=":$VERSION" '$1 ~ "^localhost/tickwork/" && index($1, v) == length($1) - length(v) + 1 { printf "  %-44s %s %s\n", $1, $2, $3 }'
+  | awk -v v=":$VERSION" '$1 ~ "^localhost/tickwork/" && $1 !~ /-builder:/ && index($1, v) == length($1) - length(v) + 1 { printf "  %-44s %s %s\n", $1, $2, $3 }'

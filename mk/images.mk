@@ -10,7 +10,8 @@ DOCKERFILES := images/worker/Dockerfile images/operator/Dockerfile examples/Dock
 HADOLINT_VERSION := 2.15.1
 HADOLINT_VENV := $(TICKWORK_CACHE)/tools/hadolint-$(HADOLINT_VERSION)
 HADOLINT := $(HADOLINT_VENV)/bin/hadolint
-IMAGE_NAMES := tickwork/worker tickwork/operator tickwork/example-worker
+IMAGE_NAMES := tickwork/worker tickwork/operator tickwork/example-worker \
+  tickwork/worker-builder tickwork/operator-builder
 
 .PHONY: images hadolint hadolint-path images-clean
 
