@@ -38,3 +38,7 @@ images-clean: ## remove the Tickwork images, their layer cache and the Python ba
 	for base in $$bases; do buildah rmi -f "$$base" >/dev/null 2>&1 || true; done; \
 	buildah rmi --prune >/dev/null 2>&1 || true; \
 	echo "removed; the base root filesystem cache stays in $(TICKWORK_CACHE)/images"
+
+# `make test` builds the images first (a warm build with nothing changed takes seconds), so
+# tests/integration/test_images.py always tests the current tree.
+test-deps: images

@@ -204,6 +204,29 @@ def test_the_final_stages_start_from_a_pinned_python_image_and_run_as_a_numeric_
         assert users == [f"{USER_ID}:{USER_ID}"], dockerfile
 
 
+# ---- the Python base image ---------------------------------------------------------------
+
+
+def test_the_python_base_image_offers_what_the_dockerfiles_expect_of_the_official_one(
+    container_of: Any,
+) -> None:
+    script = (
+        "set -e; "
+        "for c in python python3 pip; do command -v $c; done; "
+        "python --version; "
+        "python -c 'import ssl, sqlite3, venv, zoneinfo; zoneinfo.ZoneInfo(\"Europe/Berlin\")'; "
+        "python -m venv /tmp/venv; /tmp/venv/bin/pip --version >/dev/null; "
+        "pip install --dry-run --no-index --find-links /nowhere pip >/dev/null; "
+        "ls /var/lib/apt/lists | grep -v -x -e partial -e lock | wc -l"
+    )
+    done = container_of(PYTHON_BASE).run(["sh", "-c", script], user="0:0")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:3] == ["/usr/local/bin/python", "/usr/local/bin/python3", "/usr/local/bin/pip"]
+    assert lines[3].startswith("Python 3.11.")
+    assert lines[4] == "0"  # no apt lists
+
+
 # ---- what the images contain --------------------------------------------------------------
 
 
