@@ -25,6 +25,16 @@ DOCKERFILES=(images/worker/Dockerfile images/operator/Dockerfile examples/Docker
 
 log() { printf '== %s\n' "$*" >&2; }
 
+# One build at a time on this machine: a build prunes what the images no longer need, which
+# would pull layers from under a build running beside it.
+LOCK_DIR=${TICKWORK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tickwork}/images
+mkdir -p "$LOCK_DIR"
+exec 9>"$LOCK_DIR/build.lock"
+if ! flock --nonblock 9; then
+  log "another image build is running; waiting for it"
+  flock 9
+fi
+
 # Debian packages, installed only when their command is missing.
 ensure_command() {
   local cmd=$1 pkg=$2 sudo=
