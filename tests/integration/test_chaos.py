@@ -23,10 +23,13 @@ from tests.support.chaos import Execution, Fault, check
 from tests.support.processes import RedisServer, read_events, start_tickwork, stop, wait_until
 from worker_runtime.keys import WorkerKeys
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
 TICKS = int(os.environ.get("TICKWORK_CHAOS_TICKS", "1000"))
 PERIOD = 0.1
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(TICKS * PERIOD * 4 + 120),
+]
 TTL = 1.0
 WORKER = "chaos"
 W = "tests.workers.sample:Ticker"
