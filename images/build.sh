@@ -112,4 +112,4 @@ buildah rmi --prune >/dev/null 2>&1 || true
 
 log "images (uncompressed size)"
 buildah images --format '{{.Name}}:{{.Tag}}  {{.Size}}' \
-  | awk -v v=":$VERSION" '$1 ~ "^localhost/tickwork/" && $1 !~ /-builder:/ && index($1, v) == length($1) - length(v) + 1 { printf "  %-44s %s %s\n", $1, $2, $3 }'
+  | awk -v v=":$VERSION" '$1 ~ "^localhost/tickwork/" && $1 !~ /-builder:/ && index($1, v) == length($1) - length(v) + 1 { printf "  %-44s %s %s\n", $1, $2, $3 }' | sort
