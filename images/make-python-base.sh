@@ -100,8 +100,11 @@ CFG
 
   log "python, python3 and pip in /usr/local/bin; pip may install system-wide"
   rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
-  local py
-  py=$(cd "$rootfs/usr/bin" && ls python3.[0-9]* | grep -E '^python3\.[0-9]+$' | head -n1)
+  local py='' candidate
+  for candidate in "$rootfs"/usr/bin/python3.[0-9]*; do
+    [[ ${candidate##*/} =~ ^python3\.[0-9]+$ ]] && { py=${candidate##*/}; break; }
+  done
+  [ -n "$py" ] || { echo "no python3.X in the root filesystem" >&2; exit 1; }
   for name in python python3 "$py"; do ln -sf "/usr/bin/$py" "$rootfs/usr/local/bin/$name"; done
   for name in pip pip3 "pip${py#python}"; do ln -sf /usr/bin/pip3 "$rootfs/usr/local/bin/$name"; done
 
@@ -109,17 +112,19 @@ CFG
   find "$rootfs/usr/share/doc" -mindepth 2 ! -name copyright ! -type d -delete 2>/dev/null || true
   find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete 2>/dev/null || true
   find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
-  rm -rf "$rootfs"/usr/share/{man,info,groff,lintian,linda}/* \
-    "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb \
-    "$rootfs"/var/cache/debconf/*-old "$rootfs"/var/lib/dpkg/*-old "$rootfs"/var/log/* \
-    "$rootfs"/tmp/* "$rootfs"/var/tmp/* "$rootfs"/root/.cache "$rootfs"/dev/* \
-    "$rootfs"/etc/resolv.conf "$rootfs"/etc/hostname "$rootfs"/debootstrap
+  (
+    cd "${rootfs:?}"
+    rm -rf usr/share/{man,info,groff,lintian,linda}/* var/lib/apt/lists/* var/cache/apt/*.bin \
+      var/cache/apt/archives/*.deb var/cache/debconf/*-old var/lib/dpkg/*-old var/log/* \
+      tmp/* var/tmp/* root/.cache dev/* etc/resolv.conf etc/hostname debootstrap
+  )
   find "$rootfs/usr/lib" -name __pycache__ -type d -prune -exec rm -rf {} +
   : >"$rootfs/etc/machine-id"
 
   log "cache the root filesystem: $TARBALL"
   tar --numeric-owner --xattrs -C "$rootfs" -cf - . | gzip -1 >"$TARBALL.tmp"
   mv "$TARBALL.tmp" "$TARBALL"
+  find "$CACHE" -maxdepth 1 -name "python-base-$SUITE-$ARCH-*.tar.gz" ! -path "$TARBALL" -delete
   rm -rf --one-file-system "$rootfs"
   trap - EXIT
 }

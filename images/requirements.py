@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import sys
 import tomllib
+from typing import Any
 
 
-def requirements(pyproject: dict, kind: str, extras: list[str]) -> list[str]:
+def requirements(pyproject: dict[str, Any], kind: str, extras: list[str]) -> list[str]:
     if kind == "build":
         return list(pyproject["build-system"]["requires"])
     if kind == "runtime":
