@@ -27,7 +27,7 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed ## create .venv with the package and dev tools
 
-lint: venv ## ruff, mypy --strict, import-linter
+lint: venv hadolint ## hadolint, ruff, mypy --strict, import-linter
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy worker_runtime operator/worker_operator
