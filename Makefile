@@ -49,10 +49,11 @@ bench: venv ## benchmarks (print numbers; not timed tests)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 clean: ## remove the venv and local state (caches outside the repo stay)
+	-@test ! -d .cluster || hack/cluster.sh down
 	rm -rf $(VENV) .cluster .demo .mypy_cache .ruff_cache .pytest_cache
 
 # Extra targets (servers, control plane, operator, monitoring) live in mk/.
 -include mk/*.mk
 
 # test-deps collects every mk/ file's prerequisites for the test servers.
-test-deps: venv
+test-deps: venv cluster-build

@@ -6,7 +6,7 @@ OPERATOR_ARGS ?= --no-leader-election
 
 .PHONY: manifests manifests-check operator-crd operator-run
 
-manifests: venv ## regenerate the CRD into charts/tickwork/crds/ and manifests/crds/
+manifests: venv ## regenerate the CRD into charts/tickwork/crds/ (and, with the chart, manifests/)
 	$(BIN)/python -m worker_operator.manifests write --root $(CURDIR)
 
 manifests-check: venv ## fail when the generated CRD files are stale (run `make manifests`)
@@ -14,7 +14,7 @@ manifests-check: venv ## fail when the generated CRD files are stale (run `make 
 
 operator-crd: venv ## apply the CRD to the cluster of $KUBECONFIG (default: the test control plane)
 	@source hack/lib.sh && "$${TW_KUBECTL}" --kubeconfig "$(OPERATOR_KUBECONFIG)" \
-	  apply --server-side --field-manager=tickwork-make -f manifests/crds/
+	  apply --server-side --field-manager=tickwork-make -f charts/tickwork/crds/
 	@source hack/lib.sh && "$${TW_KUBECTL}" --kubeconfig "$(OPERATOR_KUBECONFIG)" \
 	  wait --for=condition=Established --timeout=60s crd/backgroundworkers.tickwork.dev
 

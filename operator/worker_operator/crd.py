@@ -1,7 +1,7 @@
 """The one source of the ``BackgroundWorker`` CustomResourceDefinition.
 
 ``build_crd()`` returns the CRD as a plain dict; ``make manifests`` writes it to
-``charts/tickwork/crds/`` and ``manifests/crds/`` (see ``worker_operator.manifests``), and a
+``charts/tickwork/crds/`` and ``manifests/01-crd.yaml`` (see ``worker_operator.manifests``), and a
 test fails when those files are stale. The schema is strict (structural, no unknown fields),
 every field has a description (``kubectl explain backgroundworker.spec.schedule``), defaults
 live here, and CEL rules (``x-kubernetes-validations``) refuse what a schema alone cannot.

@@ -113,7 +113,7 @@ async def run(
                 return EXIT_NO_CRD
             if not served:
                 log.error(
-                    "the CRD %s is not installed; apply manifests/crds/ (or install the Helm "
+                    "the CRD %s is not installed; apply manifests/01-crd.yaml (or install the Helm "
                     "chart) first",
                     CRD_NAME,
                 )
