@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.processes import RedisServer
+from worker_runtime.leases import SlotClaim
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.redis_leases import RedisLeases
 
@@ -41,9 +42,8 @@ async def main(url: str) -> None:
 
     async def claim() -> None:
         slot[0] += 1
-        await lease.claim_slot(
-            "owner", slot=slot[0], anchor=0.0, token=token, replica_id="r", started_at=slot[0]
-        )
+        claim = SlotClaim(slot=slot[0], anchor=0.0, token=token, replica_id="r", started_at=slot[0])
+        await lease.claim_slot("owner", claim)
 
     ops = {
         "PING (peer)": leases.client.ping,

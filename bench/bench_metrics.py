@@ -18,7 +18,6 @@ import gc
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import (
@@ -30,7 +29,13 @@ from prometheus_client import (
     generate_latest,
 )
 
-from worker_runtime.metrics import OUTCOMES, Metrics, WorkerMetrics
+from worker_runtime.metrics import (
+    LEASE_LOSS_REASONS,
+    OUTCOMES,
+    SKIP_REASONS,
+    Metrics,
+    WorkerMetrics,
+)
 
 REPEATS = 9
 TICKS_PER_REPEAT = 100_000
@@ -54,32 +59,26 @@ class _Noop:
         pass
 
 
-@dataclass(frozen=True, slots=True)
-class _NoopWorkerMetrics:
-    """``WorkerMetrics``' shape with no-op children (the baseline)."""
-
-    ticks: dict[str, Any]
-    duration: Any
-    lateness: Any
-    last_success: Any
-    last_run: Any
-    next_scheduled: Any
-    in_progress: Any
-
-    def tick_finished(self, outcome: str, *, duration: float, ended_at: float) -> None:
-        self.ticks[outcome].inc()
-        self.duration.observe(duration)
-        self.last_run.set(ended_at)
-        if outcome == "success":
-            self.last_success.set(ended_at)
-
-
-def _noop_worker_metrics() -> _NoopWorkerMetrics:
-    noop = _Noop()
-    return _NoopWorkerMetrics({o: noop for o in OUTCOMES}, noop, noop, noop, noop, noop, noop)
+def _noop_worker_metrics() -> WorkerMetrics:
+    """The real ``WorkerMetrics`` (same ``tick_finished``) with no-op children: the baseline."""
+    noop: Any = _Noop()
+    return WorkerMetrics(
+        ticks=dict.fromkeys(OUTCOMES, noop),
+        skipped=dict.fromkeys(SKIP_REASONS, noop),
+        duration=noop,
+        lateness=noop,
+        last_success=noop,
+        last_run=noop,
+        next_scheduled=noop,
+        in_progress=noop,
+        lease_held=noop,
+        fencing_token=noop,
+        acquisitions=noop,
+        losses=dict.fromkeys(LEASE_LOSS_REASONS, noop),
+    )
 
 
-def _ticks(wm: WorkerMetrics | _NoopWorkerMetrics, count: int) -> None:
+def _ticks(wm: WorkerMetrics, count: int) -> None:
     """``count`` ticks' metric calls, in running.py's order."""
     slot = 1_700_000_000.0
     for _ in range(count):

@@ -34,7 +34,7 @@ from worker_runtime.loading import load_attribute, load_worker_class
 from worker_runtime.logs import LOG_FORMATS, check_level, configure_logging
 from worker_runtime.manager import ManagerOptions, WorkerManager
 from worker_runtime.metrics import Metrics
-from worker_runtime.scheduling import Misfire, Mode
+from worker_runtime.scheduling import SCHEDULE_OPTIONS, Misfire, Mode
 from worker_runtime.serving import HealthServer, LoopLagMonitor
 from worker_runtime.version import __version__
 from worker_runtime.worker import PeriodicWorker
@@ -70,17 +70,6 @@ _RUN_FLAGS: tuple[tuple[str, str], ...] = (
     ("--metrics-host", "address to listen on (default 0.0.0.0)"),
 )
 _BOOL_FLAGS = ("--run-on-start",)
-_SCHEDULE_FLAGS = (
-    "period",
-    "mode",
-    "cron",
-    "timezone",
-    "run_on_start",
-    "timeout",
-    "jitter",
-    "misfire",
-    "misfire_grace",
-)
 
 
 class UsageError(Exception):
@@ -127,7 +116,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> RuntimeSe
     get: Callable[[str], str | None] = lambda flag: _value(args, env, flag)  # noqa: E731
     try:
         overrides: dict[str, object] = {}
-        for key in _SCHEDULE_FLAGS:
+        for key in SCHEDULE_OPTIONS:
             raw = get(key.replace("_", "-"))
             if raw is None:
                 continue

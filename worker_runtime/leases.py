@@ -17,7 +17,18 @@ from dataclasses import asdict, dataclass, field, replace
 
 from worker_runtime.scheduling import ScheduleState
 
-__all__ = ["InProcessLeases", "LeaseBackend", "LeaseProvider", "RunRecord"]
+__all__ = ["InProcessLeases", "LeaseBackend", "LeaseProvider", "RunRecord", "SlotClaim"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlotClaim:
+    """A holder's claim on one slot, made just before it runs the slot."""
+
+    slot: float
+    anchor: float  # rate mode's grid origin, recorded by the first claim
+    token: int
+    replica_id: str
+    started_at: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,16 +72,7 @@ class LeaseBackend(ABC):
         """The schedule state recorded by the latest holder."""
 
     @abstractmethod
-    async def claim_slot(
-        self,
-        owner: str,
-        *,
-        slot: float,
-        anchor: float,
-        token: int,
-        replica_id: str,
-        started_at: float,
-    ) -> bool:
+    async def claim_slot(self, owner: str, claim: SlotClaim) -> bool:
         """Record ``slot`` as taken and the run as started, only if ``owner`` holds the lease
         and the slot is newer than the last one claimed. False means: do not run it."""
 
@@ -148,28 +150,24 @@ class _InProcessLease(LeaseBackend):
     async def load_state(self) -> ScheduleState:
         return self._slot.state
 
-    async def claim_slot(
-        self,
-        owner: str,
-        *,
-        slot: float,
-        anchor: float,
-        token: int,
-        replica_id: str,
-        started_at: float,
-    ) -> bool:
+    async def claim_slot(self, owner: str, claim: SlotClaim) -> bool:
         state = self._slot.state
-        if not self._holds(owner) or (state.last_slot is not None and slot <= state.last_slot):
+        if not self._holds(owner) or (
+            state.last_slot is not None and claim.slot <= state.last_slot
+        ):
             return False
-        self._slot.state = ScheduleState(anchor=anchor, last_slot=slot, last_end=state.last_end)
+        anchor = state.anchor if state.anchor is not None else claim.anchor
+        self._slot.state = ScheduleState(
+            anchor=anchor, last_slot=claim.slot, last_end=state.last_end
+        )
         previous = self._slot.record
         self._slot.record = RunRecord(
-            slot=slot,
-            started_at=started_at,
+            slot=claim.slot,
+            started_at=claim.started_at,
             ended_at=None,
             outcome="running",
-            replica_id=replica_id,
-            fencing_token=token,
+            replica_id=claim.replica_id,
+            fencing_token=claim.token,
             last_success_at=previous.last_success_at if previous else None,
         )
         return True

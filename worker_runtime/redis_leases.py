@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_runtime.config import redact_url
 from worker_runtime.keys import WorkerKeys
-from worker_runtime.leases import LeaseBackend, LeaseProvider, RunRecord
+from worker_runtime.leases import LeaseBackend, LeaseProvider, RunRecord, SlotClaim
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.metrics import Metrics
 from worker_runtime.scheduling import ScheduleState
@@ -169,22 +169,22 @@ class _RedisLease(LeaseBackend):
             last_end=_float(raw.get(b"last_end")),
         )
 
-    async def claim_slot(
-        self,
-        owner: str,
-        *,
-        slot: float,
-        anchor: float,
-        token: int,
-        replica_id: str,
-        started_at: float,
-    ) -> bool:
+    async def claim_slot(self, owner: str, claim: SlotClaim) -> bool:
         result = await self._p.claim_script(
             keys=[self._keys.lease, self._keys.schedule, self._keys.status],
-            args=[owner, repr(slot), repr(anchor), token, replica_id, repr(started_at)],
+            args=[
+                owner,
+                repr(claim.slot),
+                repr(claim.anchor),
+                claim.token,
+                claim.replica_id,
+                repr(claim.started_at),
+            ],
         )
         if int(result) == -1:
-            log.warning("worker %r: slot %r was already claimed; not running it", self.worker, slot)
+            log.warning(
+                "worker %r: slot %r was already claimed; not running it", self.worker, claim.slot
+            )
         return int(result) == 1
 
     async def record_run(self, owner: str, record: RunRecord) -> bool:

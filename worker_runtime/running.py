@@ -13,7 +13,7 @@ import svcs
 
 from worker_runtime.context import TickContext
 from worker_runtime.durations import format_duration
-from worker_runtime.leases import LeaseBackend, RunRecord
+from worker_runtime.leases import LeaseBackend, RunRecord, SlotClaim
 from worker_runtime.leasing import LeaseKeeper, Term
 from worker_runtime.metrics import WorkerMetrics
 from worker_runtime.scheduling import Plan, ScheduleState, SkipReason, plan_next
@@ -146,14 +146,14 @@ class WorkerRunner:
             async with asyncio.timeout(
                 max(0.0, min(self._keeper.timing.op_timeout_seconds, term.deadline - _now()))
             ):
-                claimed = await self._backend.claim_slot(
-                    self._keeper.owner,
+                claim = SlotClaim(
                     slot=plan.slot,
                     anchor=plan.anchor,
                     token=term.token,
                     replica_id=self._replica_id,
                     started_at=started_at,
                 )
+                claimed = await self._backend.claim_slot(self._keeper.owner, claim)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

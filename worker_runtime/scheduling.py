@@ -18,6 +18,7 @@ from worker_runtime.durations import format_duration, to_seconds
 
 __all__ = [
     "MIN_PERIOD_SECONDS",
+    "SCHEDULE_OPTIONS",
     "Misfire",
     "Mode",
     "Plan",
@@ -28,6 +29,19 @@ __all__ = [
 ]
 
 MIN_PERIOD_SECONDS = 0.1
+#: The schedule options, as worker class attributes, ``Schedule.build`` keywords and (with
+#: dashes) ``tickwork run`` flags.
+SCHEDULE_OPTIONS = (
+    "period",
+    "mode",
+    "cron",
+    "timezone",
+    "run_on_start",
+    "timeout",
+    "jitter",
+    "misfire",
+    "misfire_grace",
+)
 # Counting every missed cron slot after a very long outage is pointless work; past this many
 # the count is an estimate from the schedule's typical interval.
 _MAX_COUNTED_SLOTS = 1000

@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
-from worker_runtime.scheduling import Schedule
+from worker_runtime.scheduling import SCHEDULE_OPTIONS, Schedule
 
 if TYPE_CHECKING:
     import svcs
@@ -18,17 +18,6 @@ if TYPE_CHECKING:
 __all__ = ["PeriodicWorker", "validate_worker_name"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}$")
-_SCHEDULE_ATTRS = (
-    "period",
-    "mode",
-    "cron",
-    "timezone",
-    "run_on_start",
-    "timeout",
-    "jitter",
-    "misfire",
-    "misfire_grace",
-)
 
 Duration: TypeAlias = timedelta | float | int | str
 
@@ -90,7 +79,7 @@ class PeriodicWorker:
             return
         try:
             cls.class_schedule = cls.schedule_from(
-                {attr: getattr(cls, attr) for attr in _SCHEDULE_ATTRS}
+                {attr: getattr(cls, attr) for attr in SCHEDULE_OPTIONS}
             )
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{cls.__qualname__}: {exc}") from None

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from tests.support.processes import RedisServer
 from worker_runtime.keys import WorkerKeys
-from worker_runtime.leases import LeaseBackend, RunRecord
+from worker_runtime.leases import LeaseBackend, RunRecord, SlotClaim
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.redis_leases import RedisLeases
 
@@ -108,11 +108,14 @@ async def test_a_slot_is_claimed_only_by_the_holder_and_only_once(leases: RedisL
     lease: LeaseBackend = leases.for_worker(W)
     token = await lease.acquire("a", 2)
     assert token is not None
-    claim = {"anchor": 100.0, "token": token, "replica_id": "r-a", "started_at": 110.001}
-    assert await lease.claim_slot("b", slot=110.0, **claim) is False  # type: ignore[arg-type]
-    assert await lease.claim_slot("a", slot=110.0, **claim) is True  # type: ignore[arg-type]
-    assert await lease.claim_slot("a", slot=110.0, **claim) is False  # type: ignore[arg-type]
-    assert await lease.claim_slot("a", slot=105.0, **claim) is False  # type: ignore[arg-type]
+
+    def claim(slot: float) -> SlotClaim:
+        return SlotClaim(slot=slot, anchor=100.0, token=token, replica_id="r-a", started_at=slot)
+
+    assert await lease.claim_slot("b", claim(110.0)) is False
+    assert await lease.claim_slot("a", claim(110.0)) is True
+    assert await lease.claim_slot("a", claim(110.0)) is False
+    assert await lease.claim_slot("a", claim(105.0)) is False
     state = await lease.load_state()
     assert (state.anchor, state.last_slot, state.last_end) == (100.0, 110.0, None)
 
@@ -149,6 +152,8 @@ async def test_every_key_of_a_worker_shares_one_hash_tag(leases: RedisLeases, ra
     lease = leases.for_worker(W)
     token = await lease.acquire("a", 2)
     assert token is not None
-    await lease.claim_slot("a", slot=1.0, anchor=0.0, token=token, replica_id="r", started_at=1.0)
+    await lease.claim_slot(
+        "a", SlotClaim(slot=1.0, anchor=0.0, token=token, replica_id="r", started_at=1.0)
+    )
     keys = sorted(k.decode() for k in await raw.keys("*"))
     assert keys == [f"tickwork:{{{W}}}:{s}" for s in ("fence", "lease", "schedule", "status")]

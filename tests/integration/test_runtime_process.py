@@ -69,56 +69,34 @@ def test_delay_mode_waits_one_period_between_a_run_s_end_and_the_next_start(tmp_
     assert all(0.299 <= g < 0.33 for g in gaps), gaps
 
 
-def test_sigterm_lets_the_in_flight_tick_finish_and_exits_0(tmp_path: Path) -> None:
+def _sigterm_during_a_tick(
+    tmp_path: Path, *, work: str, grace: str
+) -> tuple[int, float, list[object]]:
+    """Start a tick of ``work`` seconds, SIGTERM it; exit code, seconds to exit, outcomes."""
     log = tmp_path / "events.jsonl"
     proc = start_tickwork(
-        [
-            "run",
-            W,
-            "--period",
-            "10s",
-            "--run-on-start",
-            "--shutdown-grace",
-            "5s",
-            "--metrics-port",
-            "0",
-        ],
-        env={"TICKWORK_TEST_LOG": str(log), "TICKWORK_TEST_WORK": "1.5"},
-    )
+        ["run", W, "--period", "10s", "--run-on-start", "--shutdown-grace", grace,
+         "--metrics-port", "0"],
+        env={"TICKWORK_TEST_LOG": str(log), "TICKWORK_TEST_WORK": work},
+    )  # fmt: skip
     wait_until(lambda: _starts(log), timeout=10, what="the tick to start")
     sent = time.monotonic()
     code = stop(proc)
     elapsed = time.monotonic() - sent
-    assert code == 0
-    ends = [e for e in read_events(log) if e["event"] == "end"]
-    assert [e["outcome"] for e in ends] == ["done"]
+    return code, elapsed, [e["outcome"] for e in read_events(log) if e["event"] == "end"]
+
+
+def test_sigterm_lets_the_in_flight_tick_finish_and_exits_0(tmp_path: Path) -> None:
+    code, elapsed, outcomes = _sigterm_during_a_tick(tmp_path, work="1.5", grace="5s")
+    assert (code, outcomes) == (0, ["done"])
     assert 1.0 < elapsed < 4.0
 
 
 def test_a_tick_longer_than_the_shutdown_grace_is_cancelled_and_the_exit_is_still_0(
     tmp_path: Path,
 ) -> None:
-    log = tmp_path / "events.jsonl"
-    proc = start_tickwork(
-        [
-            "run",
-            W,
-            "--period",
-            "10s",
-            "--run-on-start",
-            "--shutdown-grace",
-            "1s",
-            "--metrics-port",
-            "0",
-        ],
-        env={"TICKWORK_TEST_LOG": str(log), "TICKWORK_TEST_WORK": "30"},
-    )
-    wait_until(lambda: _starts(log), timeout=10, what="the tick to start")
-    sent = time.monotonic()
-    code = stop(proc)
-    elapsed = time.monotonic() - sent
-    assert code == 0
-    assert [e["outcome"] for e in read_events(log) if e["event"] == "end"] == ["cancelled"]
+    code, elapsed, outcomes = _sigterm_during_a_tick(tmp_path, work="30", grace="1s")
+    assert (code, outcomes) == (0, ["cancelled"])
     assert 0.9 < elapsed < 3.0
 
 

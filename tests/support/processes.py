@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -165,34 +166,23 @@ class RedisServer:
         wait_until(self._answers, timeout=10, what=f"redis-server on port {self.port}")
 
     def _answers(self) -> bool:
-        if self.tls:
-            return self._answers_tls()
+        """True once the server answers PING (after AUTH, over TLS when configured)."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                if self.password:
-                    sock.sendall(f"AUTH {self.password}\r\n".encode())
-                    sock.recv(64)
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                if not self.tls:
+                    return self._ping(raw)
+                context = ssl.create_default_context(cafile=str(self.directory / "ca.crt"))
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+                    return self._ping(sock)
         except OSError:
             return False
 
-    def _answers_tls(self) -> bool:
-        import ssl
-
-        context = ssl.create_default_context(cafile=str(self.directory / "ca.crt"))
-        try:
-            with (
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw,
-                context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
-            ):
-                if self.password:
-                    sock.sendall(f"AUTH {self.password}\r\n".encode())
-                    sock.recv(64)
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
+    def _ping(self, sock: socket.socket) -> bool:
+        if self.password:
+            sock.sendall(f"AUTH {self.password}\r\n".encode())
+            sock.recv(64)
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
 
     def stop(self, *, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
