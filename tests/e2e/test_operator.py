@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 import yaml
 
-from worker_operator.manifests import CRD_FILES
 from worker_operator.rbac import build_cluster_role, leader_election_rules, secret_check_rules
 
 if TYPE_CHECKING:
@@ -248,7 +247,7 @@ def crd(kubectl: Tool) -> str:
         "--force-conflicts",
         "--field-manager=tickwork-e2e",
         "-f",
-        str(REPO_ROOT / CRD_FILES[1]),
+        str(REPO_ROOT / "manifests" / "01-crd.yaml"),
     )
     kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "crd/backgroundworkers.tickwork.dev"

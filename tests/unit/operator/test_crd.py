@@ -39,6 +39,8 @@ def test_the_chart_and_the_manifests_carry_the_same_crd() -> None:
 
     assert texts == {render_crd()}
     assert yaml.safe_load(render_crd()) == build_crd()
+    manifest = (REPO_ROOT / "manifests" / "01-crd.yaml").read_text(encoding="utf-8")
+    assert [d for d in yaml.safe_load_all(manifest) if d] == [build_crd()]
 
 
 def test_a_stale_file_is_reported_and_rewritten(tmp_path: Path) -> None:
