@@ -163,7 +163,11 @@ class RedisServer:
             args = [a for a in args if a != str(self.port) and a != "--port"]
             args += self._make_certificates()
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._answers, timeout=10, what=f"redis-server on port {self.port}")
+        try:
+            wait_until(self._answers, timeout=10, what=f"redis-server on port {self.port}")
+        except AssertionError:
+            self.stop(sig=signal.SIGKILL)  # never leave a half-started server behind
+            raise
 
     def _answers(self) -> bool:
         """True once the server answers PING (after AUTH, over TLS when configured)."""
