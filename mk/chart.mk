@@ -25,8 +25,8 @@ CHECKOV := $(CHECKOV_HOME)/bin/checkov
 
 .PHONY: helm chart-render chart-manifests chart-manifests-check chart-lint checkov security-check
 
-helm: ## fetch (once) the cached helm and kubectl (part of `make cluster-build`)
-	@source hack/lib.sh && { [[ -x "$${TW_HELM}" && -x "$${TW_KUBECTL}" ]] || hack/build-binaries.sh; }
+helm: ## fetch (once) the cached helm and kubectl (part of `make cluster-build`; no Go build)
+	@hack/build-binaries.sh --kubectl-helm
 
 chart-render: venv helm
 	@set -e; source hack/lib.sh; root="$(CHART_RENDER_ROOT)"; \
