@@ -45,7 +45,7 @@ demo: venv redis-server ## the example worker in two replicas sharing a Redis le
 chaos: venv redis-server ## the long chaos run: 10,000 ticks under random kills
 	TICKWORK_CHAOS_TICKS=$${TICKWORK_CHAOS_TICKS:-10000} $(BIN)/pytest tests/integration/test_chaos.py -q -s
 
-bench: venv ## benchmarks (print numbers; not timed tests)
+bench: venv redis-server ## benchmarks (print numbers; not timed tests)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 clean: ## remove the venv and local state (caches outside the repo stay)
