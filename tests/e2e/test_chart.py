@@ -11,23 +11,26 @@ test_manifests.py and test_security.py.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+
+from tests.support import processes
+from tests.support.processes import free_port
 
 if TYPE_CHECKING:
     from conftest import Tool
@@ -40,28 +43,11 @@ CHART = REPO / "charts" / "tickwork"
 OPERATOR_COMMAND = Path(sys.executable).with_name("tickwork-operator")
 WORKER_IMAGE = "tickwork/example-worker:0.1.0"
 WORKER_CLASS = "examples.passive_users:PassiveUserCheckerWorker"
-T = TypeVar("T")
+#: Probes here are kubectl/API calls: poll at a gentler pace than the default.
+wait_until = functools.partial(processes.wait_until, interval=0.2)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def wait_until(
-    probe: Callable[[], T | None],
-    *,
-    timeout: float,
-    what: str,
-    details: Callable[[], str] = lambda: "",
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}\n{details()}")
-        time.sleep(0.2)
 
 
 def unique(stem: str) -> str:
@@ -173,12 +159,6 @@ def service_account_kubeconfig(kubectl: Tool, *, name: str, namespace: str, path
     )
     path.chmod(0o600)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OperatorAsServiceAccount:

@@ -8,10 +8,10 @@ only that namespace.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,11 +22,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
+from tests.support import processes
+from tests.support.processes import free_port
 from worker_operator.rbac import build_cluster_role, leader_election_rules, secret_check_rules
 
 if TYPE_CHECKING:
@@ -37,36 +39,11 @@ pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "registry.example.com/admin-workers:1.4.2"
 WORKER = "admin_workers.passive_users:PassiveUserCheckerWorker"
-T = TypeVar("T")
+#: Probes here are kubectl/API calls: poll at a gentler pace than the default.
+wait_until = functools.partial(processes.wait_until, interval=0.1)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def wait_until(
-    probe: Callable[[], T | None],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.1,
-    details: Callable[[], str] = lambda: "",
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` and ``details``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = details()
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}\n{extra}", pytrace=False)
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def worker_manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:

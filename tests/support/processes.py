@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,26 @@ def free_port() -> int:
 
 
 def wait_until(
-    predicate: Any, *, timeout: float, interval: float = 0.02, what: str = "condition"
+    predicate: Any,
+    *,
+    timeout: float,
+    interval: float = 0.02,
+    what: str = "condition",
+    details: Callable[[], str] = lambda: "",
 ) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` (and
+    whatever ``details()`` adds, e.g. a process's log tail) when ``timeout`` passes."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = predicate()
         if value:
             return value
+        if time.monotonic() > deadline:
+            extra = details()
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what}" + (f"\n{extra}" if extra else "")
+            )
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
