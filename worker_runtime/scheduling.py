@@ -88,6 +88,8 @@ class Schedule:
     misfire: Misfire = Misfire.SKIP
     misfire_grace_seconds: float | None = None
     _zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"), repr=False, compare=False)
+    # Worked out once in build(): plan_next reads it for every slot.
+    _interval: float = field(default=0.0, repr=False, compare=False)
 
     @classmethod
     def build(
@@ -139,6 +141,11 @@ class Schedule:
             grace = to_seconds(misfire_grace, what="misfire grace")
             if grace <= 0:
                 raise ValueError(f"misfire grace {misfire_grace!r} must be greater than zero")
+        if period_seconds is not None:
+            interval = period_seconds
+        else:
+            assert cron_expr is not None
+            interval = _typical_cron_interval(cron_expr, zone)
         schedule = cls(
             period_seconds=period_seconds,
             mode=mode_value,
@@ -150,6 +157,7 @@ class Schedule:
             misfire=misfire_value,
             misfire_grace_seconds=grace,
             _zone=zone,
+            _interval=interval,
         )
         if (
             period_seconds is not None
@@ -191,14 +199,7 @@ class Schedule:
     @property
     def interval_seconds(self) -> float:
         """The period, or a cron schedule's typical gap between slots (for sizing timers)."""
-        if self.period_seconds is not None:
-            return self.period_seconds
-        assert self.cron is not None
-        start = datetime(2024, 1, 1, tzinfo=UTC)
-        first = self.cron.next_after(start, self._zone)
-        assert first is not None
-        second = self.cron.next_after(first, self._zone)
-        return (second - first).total_seconds() if second else 86400.0
+        return self._interval
 
     @property
     def grace_seconds(self) -> float:
@@ -256,6 +257,14 @@ class Schedule:
                 return count
             count += 1
         return count + int((end - slot) / self.interval_seconds)
+
+
+def _typical_cron_interval(cron: CronExpression, zone: ZoneInfo) -> float:
+    """The gap between a cron schedule's first two slots of 2024 (a DST-free day in most zones)."""
+    first = cron.next_after(datetime(2024, 1, 1, tzinfo=UTC), zone)
+    assert first is not None  # parse() refuses expressions that never match
+    second = cron.next_after(first, zone)
+    return second.timestamp() - first.timestamp() if second else 86400.0
 
 
 @dataclass(frozen=True, slots=True)
