@@ -14,7 +14,7 @@ export TICKWORK_CACHE
 # pytest arguments, e.g. `make test PYTEST_ARGS="-k lease"`
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint test test-unit demo bench chaos clean
+.PHONY: help venv lint test test-unit demo demo-intro demo-down demo-quick bench chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n",$$1,$$2}'
@@ -39,7 +39,19 @@ test-unit: venv ## unit tests only (no servers)
 test: lint test-deps ## lint, then every test (unit, integration, e2e)
 	$(BIN)/pytest -q -ra $(PYTEST_ARGS)
 
-demo: venv redis-server ## the example worker in two replicas sharing a Redis lease (Ctrl-C stops)
+# `make demo` says first how long it takes, then builds (or reuses) what it needs.
+demo-intro:
+	@echo "demo: the operator (helm install), a Redis, Prometheus and the example worker's 3 pods"
+	@echo "demo: on the local cluster's real node. A first run on a new 2-core machine builds"
+	@echo "demo: the cluster's binaries and the images: about 25-35 minutes; later runs: about 1 minute."
+
+demo: demo-intro venv cluster-build images ## the whole product on the local cluster: operator, Redis, Prometheus, 3 worker pods, failover (Ctrl-C stops; DEMO_SECONDS=N bounds it)
+	$(BIN)/python hack/demo.py
+
+demo-down: venv ## remove what `make demo` made and stop what it started (after a crash)
+	$(BIN)/python hack/demo.py down
+
+demo-quick: venv redis-server ## the example worker in two local processes sharing a Redis lease (no cluster; seconds)
 	examples/demo.sh
 
 chaos: venv redis-server ## the long chaos run: 10,000 ticks under random kills
@@ -49,8 +61,9 @@ bench: venv redis-server ## benchmarks (print numbers; not timed tests)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 clean: ## remove the venv and local state (caches outside the repo stay)
+	-@test ! -d .demo || $(BIN)/python hack/demo.py down
 	-@test ! -d .cluster || hack/cluster.sh down
-	rm -rf $(VENV) .cluster .demo .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .cluster .demo .demo-quick .mypy_cache .ruff_cache .pytest_cache
 
 # Extra targets (servers, control plane, operator, monitoring) live in mk/.
 -include mk/*.mk

@@ -128,7 +128,8 @@ class PassiveUserCheckerWorker(PeriodicWorker):
         users = await ctx.services.aget(UserRepository)
         changed = await users.update_inactive_user_statuses(fence=ctx.fencing_token)
         ctx.logger.info(
-            "Completed: Setting status of inactive users... (%d changed, token %d)",
+            "Completed: Setting status of inactive users... (%d changed, token %d, slot %s)",
             changed,
             ctx.fencing_token,
+            ctx.scheduled_at.isoformat(),
         )

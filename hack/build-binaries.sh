@@ -191,7 +191,7 @@ build_go_component etcd go.etcd.io/etcd/server/v3 "${ETCD_VERSION}" "${ETCD_VERS
   "-s -w" \
   go.etcd.io/etcd/server/v3=etcd
 
-# -- kube-apiserver, kube-controller-manager, kube-scheduler ------------------
+# -- kube-apiserver, kube-controller-manager, kube-scheduler; kubelet, kube-proxy -------
 kube_ver="${KUBERNETES_VERSION#v}"
 kube_major="${kube_ver%%.*}"
 kube_minor="${kube_ver#*.}"
@@ -211,7 +211,25 @@ build_go_component kubernetes k8s.io/kubernetes "${KUBERNETES_VERSION}" "${KUBER
   "$(dirname "${TW_KUBE_APISERVER}")" "${kube_ldflags}" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler
+  k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy
+
+# -- the real node's DNS: CoreDNS (its generated plugin list is part of the module) -------
+build_go_component coredns github.com/coredns/coredns "${COREDNS_VERSION}" "${COREDNS_VERSION}" \
+  "$(dirname "${TW_COREDNS}")" \
+  "-s -w -X github.com/coredns/coredns/coremain.GitCommit=${COREDNS_VERSION}" \
+  github.com/coredns/coredns=coredns
+
+# -- Prometheus with Kubernetes service discovery, and no other discovery (build tags) ----
+# Module v0.3MM.P is Prometheus 3.MM.P.
+prom_version="${PROMETHEUS_MODULE_VERSION#v0.}"
+prom_version="3.$((${prom_version%%.*} - 300)).${prom_version#*.}"
+GOFLAGS="-tags=remove_all_sd,enable_kubernetes_sd" \
+  build_go_component prometheus github.com/prometheus/prometheus "${PROMETHEUS_MODULE_VERSION}" \
+  "${PROMETHEUS_MODULE_VERSION}" "$(dirname "${TW_PROMETHEUS}")" \
+  "-s -w -X github.com/prometheus/common/version.Version=${prom_version} -X github.com/prometheus/common/version.Branch=module" \
+  github.com/prometheus/prometheus/cmd/prometheus
 
 if ! tw_all_binaries_present; then
   tw_say "build finished but binaries are missing (see ${TW_LOG}):"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test control plane: etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler and kwok (two simulated nodes), run as host processes by
-# `kwokctl --runtime=binary` from the binaries hack/build-binaries.sh caches.
+# `kwokctl --runtime=binary` from the binaries hack/build-binaries.sh caches,
+# and one real node (kubelet + containerd, kube-proxy, CoreDNS: hack/node.sh) whose
+# pods really run. TICKWORK_REAL_NODE=0 leaves the real node out.
 #
 #   hack/cluster.sh up       build what is missing, start (or reuse) the control
 #                            plane, write the admin kubeconfig
@@ -10,7 +12,8 @@
 #
 # State lives in ${TICKWORK_CLUSTER_DIR:-<repo>/.cluster}: kubeconfig (admin),
 # kwok/ (kwokctl's workdir: pki, etcd data, logs, pids), up.log.
-# Every listener binds 127.0.0.1 on a port that was free at startup.
+# Every listener binds 127.0.0.1 on a port that was free at startup; the real node's
+# listeners bind the address of its own bridge (hack/node.env).
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +28,7 @@ UP_LOG="${CLUSTER_DIR}/up.log"
 # kwokctl adds/removes a context in this file (never in the user's ~/.kube/config).
 KWOK_CONTEXTS="${KWOK_DIR}/contexts.kubeconfig"
 READY_TIMEOUT_SECONDS="${TICKWORK_CLUSTER_TIMEOUT_SECONDS:-120}"
+REAL_NODE="${TICKWORK_REAL_NODE:-1}"
 
 # fd 9 is our lock: the daemons kwokctl starts must not inherit (and hold) it.
 kwokctl() {
@@ -77,7 +81,10 @@ kill_leftovers() {
   done
 }
 
+real_node() { [[ "${REAL_NODE}" == 1 ]]; }
+
 remove_state() {
+  "${HACK_DIR}/node.sh" down >>"${UP_LOG}" 2>&1 || tw_say "stopping the real node failed; see ${UP_LOG}"
   if [[ -x "${TW_KWOKCTL}" && -d "${KWOK_DIR}/clusters/${CLUSTER_NAME}" ]]; then
     kwokctl delete cluster --kubeconfig "${KWOK_CONTEXTS}" >>"${UP_LOG}" 2>&1 || true
   fi
@@ -107,6 +114,34 @@ options:
   etcdBinary: ${TW_ETCD}
   kubectlBinary: ${TW_KUBECTL}
 EOF
+  real_node || return 0
+  cat >>"${CLUSTER_DIR}/kwokctl.yaml" <<EOF
+  # The real node (hack/node.sh): pods reach the API server at the bridge address through
+  # the kubernetes Service; the API server reaches the kubelet (logs, exec) with the admin
+  # certificate and checks the kubelet's serving certificate against the cluster CA.
+  kubeApiserverCertSANs: [${NODE_IP}, ${KUBERNETES_SERVICE_IP}]
+componentsPatches:
+  - name: kube-apiserver
+    extraArgs:
+      - {key: advertise-address, value: ${NODE_IP}}
+      - {key: service-cluster-ip-range, value: ${SERVICE_CIDR}}
+      - {key: kubelet-client-certificate, value: ${KWOK_DIR}/clusters/${CLUSTER_NAME}/pki/admin.crt}
+      - {key: kubelet-client-key, value: ${KWOK_DIR}/clusters/${CLUSTER_NAME}/pki/admin.key}
+      - {key: kubelet-certificate-authority, value: ${KWOK_DIR}/clusters/${CLUSTER_NAME}/pki/ca.crt}
+      - {key: kubelet-preferred-address-types, value: InternalIP}
+  - name: kube-controller-manager
+    extraArgs:
+      - {key: service-cluster-ip-range, value: ${SERVICE_CIDR}}
+  # kwok plays the kubelet for the simulated nodes only (annotated in cluster-nodes.yaml).
+  - name: kwok-controller
+    extraArgs:
+      - {key: manage-all-nodes, value: "false"}
+      - {key: manage-nodes-with-annotation-selector, value: kwok.x-k8s.io/node=fake}
+EOF
+}
+
+real_node_ready() {
+  [[ "$(kube get node "${NODE_NAME}" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
 }
 
 default_service_account_exists() {
@@ -114,14 +149,19 @@ default_service_account_exists() {
 }
 
 nodes_ready() {
-  kube wait --for=condition=Ready node --all --timeout=2s && [[ "$(kube get nodes -o name | wc -l)" -ge 2 ]]
+  kube wait --for=condition=Ready node -l type=kwok --timeout=2s && [[ "$(kube get nodes -l type=kwok -o name | wc -l)" -ge 2 ]]
 }
 
 cmd_up() {
   lock_state_dir
   "${HACK_DIR}/build-binaries.sh"
   if is_ready; then
-    tw_say "control plane already running; kubeconfig: ${KUBECONFIG_OUT}"
+    if real_node && ! real_node_ready; then
+      tw_say "control plane running; starting the real node ..."
+      "${HACK_DIR}/node.sh" up
+    else
+      tw_say "control plane already running; kubeconfig: ${KUBECONFIG_OUT}"
+    fi
     return 0
   fi
   local start=${SECONDS}
@@ -133,6 +173,8 @@ cmd_up() {
   local attempt
   for attempt in 1 2; do
     remove_state # a stale or half-started one
+    # The bridge first: the API server's certificate and advertise address use its address.
+    if real_node; then "${HACK_DIR}/node.sh" network-up; fi
     write_kwokctl_config
     if kwokctl create cluster --config "${CLUSTER_DIR}/kwokctl.yaml" --kubeconfig "${KWOK_CONTEXTS}" \
         --wait "${READY_TIMEOUT_SECONDS}s" >>"${UP_LOG}" 2>&1; then
@@ -155,6 +197,7 @@ cmd_up() {
     || { tw_say "creating the simulated nodes failed; see ${UP_LOG}"; exit 1; }
   wait_for "the simulated nodes to be Ready" nodes_ready
   wait_for "the controller manager (default ServiceAccount)" default_service_account_exists
+  if real_node; then "${HACK_DIR}/node.sh" up; fi
   tw_say "control plane ready in $(tw_elapsed $((SECONDS - start))): $(kube config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
   tw_say "export KUBECONFIG=${KUBECONFIG_OUT}"
 }

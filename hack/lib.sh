@@ -7,11 +7,18 @@ TW_HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TW_REPO_ROOT="$(cd "${TW_HACK_DIR}/.." && pwd)"
 # shellcheck source=hack/versions.env
 source "${TW_HACK_DIR}/versions.env"
+# shellcheck source=hack/node.env
+source "${TW_HACK_DIR}/node.env"
 
 TW_CACHE="${XDG_CACHE_HOME:-${HOME}/.cache}/tickwork"
 TW_KUBE_APISERVER="${TW_CACHE}/kubernetes-${KUBERNETES_VERSION}/kube-apiserver"
 TW_KUBE_CONTROLLER_MANAGER="${TW_CACHE}/kubernetes-${KUBERNETES_VERSION}/kube-controller-manager"
 TW_KUBE_SCHEDULER="${TW_CACHE}/kubernetes-${KUBERNETES_VERSION}/kube-scheduler"
+TW_KUBELET="${TW_CACHE}/kubernetes-${KUBERNETES_VERSION}/kubelet"
+TW_KUBE_PROXY="${TW_CACHE}/kubernetes-${KUBERNETES_VERSION}/kube-proxy"
+TW_COREDNS="${TW_CACHE}/coredns-${COREDNS_VERSION}/coredns"
+# Prometheus with Kubernetes service discovery (Debian's 2.42 has none).
+TW_PROMETHEUS="${TW_CACHE}/prometheus-${PROMETHEUS_MODULE_VERSION}/prometheus"
 TW_ETCD="${TW_CACHE}/etcd-${ETCD_VERSION}/etcd"
 TW_KWOK="${TW_CACHE}/kwok-${KWOK_VERSION}/kwok"
 TW_KWOKCTL="${TW_CACHE}/kwok-${KWOK_VERSION}/kwokctl"
@@ -19,6 +26,7 @@ TW_KUBECTL="${TW_CACHE}/kubectl-layer-${KUBECTL_LAYER_VERSION}/kubectl"
 TW_HELM="${TW_CACHE}/kubectl-layer-${KUBECTL_LAYER_VERSION}/helm"
 TW_ALL_BINARIES=(
   "${TW_KUBE_APISERVER}" "${TW_KUBE_CONTROLLER_MANAGER}" "${TW_KUBE_SCHEDULER}"
+  "${TW_KUBELET}" "${TW_KUBE_PROXY}" "${TW_COREDNS}" "${TW_PROMETHEUS}"
   "${TW_ETCD}" "${TW_KWOK}" "${TW_KWOKCTL}" "${TW_KUBECTL}" "${TW_HELM}"
 )
 

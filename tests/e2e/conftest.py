@@ -2,7 +2,13 @@
 
 The control plane is the project's own (see hack/cluster.sh): upstream etcd,
 kube-apiserver, kube-controller-manager and kube-scheduler built from source,
-plus kwok simulating two nodes, all host processes on 127.0.0.1.
+plus kwok simulating two nodes, all host processes on 127.0.0.1, and one real
+node (hack/node.sh: kubelet + containerd, kube-proxy, CoreDNS) whose pods run.
+
+Which node a test's pods use: test_real_node.py puts its pods on the real node
+(``tests.support.real_node.placement()``: a nodeSelector and a toleration of
+its taint); every other file's pods land on the kwok nodes, which run nothing
+and carry many pods cheaply.
 
 Which cluster a session uses:
 
@@ -13,8 +19,9 @@ Which cluster a session uses:
 
 Fixtures: ``kubeconfig`` (path), ``kubectl`` and ``helm`` (callables running the
 cached binaries against that cluster), ``namespace`` (a fresh namespace per test),
-``binaries`` (paths of every cached binary). The same paths are module constants
-here (``BINARIES``, ``KUBECTL``, ``HELM``) for code outside a test.
+``binaries`` (paths of every cached binary), ``real_node_ready`` (the real node's
+name, once it is Ready with the current images loaded). The same paths are module
+constants here (``BINARIES``, ``KUBECTL``, ``HELM``) for code outside a test.
 """
 
 from __future__ import annotations
@@ -31,23 +38,14 @@ from typing import Any
 
 import pytest
 
+from tests.support import real_node
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HACK_DIR = REPO_ROOT / "hack"
 CLUSTER_SCRIPT = HACK_DIR / "cluster.sh"
 
 
-def read_versions(path: Path) -> dict[str, str]:
-    """Parse hack/versions.env: ``KEY=value`` lines, ``#`` comments, no quoting."""
-    versions: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not re.fullmatch(r"[A-Z][A-Z0-9_]*", key):
-            raise ValueError(f"{path}:{number}: expected KEY=value, got {raw!r}")
-        versions[key] = value
-    return versions
+read_versions = real_node.read_env_file
 
 
 VERSIONS = read_versions(HACK_DIR / "versions.env")
@@ -63,6 +61,10 @@ class Binaries:
     kube_apiserver: Path
     kube_controller_manager: Path
     kube_scheduler: Path
+    kubelet: Path
+    kube_proxy: Path
+    coredns: Path
+    prometheus: Path
     etcd: Path
     kwok: Path
     kwokctl: Path
@@ -78,6 +80,12 @@ class Binaries:
             kube_apiserver=kubernetes / "kube-apiserver",
             kube_controller_manager=kubernetes / "kube-controller-manager",
             kube_scheduler=kubernetes / "kube-scheduler",
+            kubelet=kubernetes / "kubelet",
+            kube_proxy=kubernetes / "kube-proxy",
+            coredns=cache_dir / f"coredns-{real_node.NODE['COREDNS_VERSION']}" / "coredns",
+            prometheus=cache_dir
+            / f"prometheus-{real_node.NODE['PROMETHEUS_MODULE_VERSION']}"
+            / "prometheus",
             etcd=cache_dir / f"etcd-{versions['ETCD_VERSION']}" / "etcd",
             kwok=kwok / "kwok",
             kwokctl=kwok / "kwokctl",
@@ -260,3 +268,23 @@ def namespace(kubectl: Tool, request: pytest.FixtureRequest) -> Iterator[str]:
         yield name
     finally:
         kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture(scope="session")
+def real_node_ready(control_plane: ControlPlane, kubectl: Tool) -> str:
+    """The real node's name, Ready, with the images of this tree loaded into its containerd."""
+    if control_plane.kubeconfig != PROJECT_KUBECONFIG:
+        pytest.skip(f"KUBECONFIG={control_plane.kubeconfig} is not the project's cluster")
+    result = kubectl("get", "node", real_node.NODE_NAME, "-o", "json", check=False)
+    if result.returncode != 0:
+        pytest.fail(
+            f"the real node {real_node.NODE_NAME} is missing (make cluster-up starts it; "
+            f"TICKWORK_REAL_NODE=0 leaves it out): {result.stderr.strip()}",
+            pytrace=False,
+        )
+    node = json.loads(result.stdout)
+    ready = [c for c in node["status"].get("conditions", []) if c["type"] == "Ready"]
+    if not ready or ready[0]["status"] != "True":
+        pytest.fail(f"the real node is not Ready: {ready}", pytrace=False)
+    real_node.load_images()
+    return real_node.NODE_NAME

@@ -137,18 +137,24 @@ class PrometheusError(AssertionError):
 
 
 class PrometheusServer:
-    """A throwaway ``prometheus`` on 127.0.0.1: its own config and storage in ``directory``."""
+    """A throwaway ``prometheus`` on 127.0.0.1: its own config and storage in ``directory``.
+
+    It scrapes the static ``targets`` (job ``job``), or the given ``scrape_configs`` (e.g.
+    Kubernetes service discovery, with the ``binary`` that has it: Debian's has none).
+    """
 
     def __init__(
         self,
         directory: Path,
         *,
-        targets: list[str],
+        targets: Sequence[str] = (),
+        scrape_configs: Sequence[dict[str, Any]] = (),
         rule_files: Sequence[Path] = (),
         scrape_interval: str = "500ms",
         job: str = "tickwork",
+        binary: str | None = None,
     ) -> None:
-        binary = shutil.which("prometheus")
+        binary = binary or shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus is not installed; run `make prometheus`")
         self.binary = binary
@@ -164,7 +170,8 @@ class PrometheusServer:
                 "evaluation_interval": scrape_interval,
             },
             "rule_files": [str(path) for path in rule_files],
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
+            "scrape_configs": list(scrape_configs)
+            or [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
