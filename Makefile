@@ -45,7 +45,7 @@ demo-intro:
 	@echo "demo: on the local cluster's real node. A first run on a new 2-core machine builds"
 	@echo "demo: the cluster's binaries and the images: about 25-35 minutes; later runs: about 1 minute."
 
-demo: demo-intro venv cluster-build images ## the whole product on the local cluster: operator, Redis, Prometheus, 3 worker pods, failover (Ctrl-C stops; DEMO_SECONDS=N bounds it)
+demo: demo-intro venv cluster-build images node-images ## the whole product on the local cluster: operator, Redis, Prometheus, 3 worker pods, failover (Ctrl-C stops; DEMO_SECONDS=N bounds it)
 	$(BIN)/python hack/demo.py
 
 demo-down: venv ## remove what `make demo` made and stop what it started (after a crash)

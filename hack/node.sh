@@ -58,7 +58,7 @@ kube() { "${TW_KUBECTL}" --kubeconfig "${ADMIN_KUBECONFIG}" --request-timeout=5s
 # starting their services (containerd's own unit stays off: we run our own instance).
 ensure_packages() {
   local missing=() pair cmd pkg
-  for pair in containerd:containerd runc:runc socat:socat nft:nftables ip:iproute2 \
+  for pair in containerd:containerd runc:runc socat:socat nft:nftables ip:iproute2 conntrack:conntrack \
     /usr/lib/cni/bridge:containernetworking-plugins openssl:openssl gcc:gcc; do
     cmd="${pair%%:*}" pkg="${pair#*:}"
     if [[ "${cmd}" == /* ]]; then [[ -x "${cmd}" ]] && continue; else command -v "${cmd}" >/dev/null && continue; fi
@@ -197,6 +197,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   sandbox_image = "${PAUSE_IMAGE}"
   # root here lacks CAP_SYS_RESOURCE: never lower a sandbox's oom_score_adj below ours.
   restrict_oom_score_adj = true
+  # Pod network namespaces under the state directory (not /var/run/netns): down finds them.
+  netns_mounts_under_state_dir = true
   disable_apparmor = true
   enable_selinux = false
   stream_server_address = "127.0.0.1"
