@@ -43,6 +43,8 @@ HACK = REPO / "hack"
 NAMESPACE = "tickwork-demo"
 RELEASE = "tickwork"
 WORKER = "passive-user-checker"
+#: The name its pods run under (their metrics' worker label).
+RUNTIME = real_node.runtime_name(NAMESPACE, WORKER)
 PERIOD = "2s"
 LEASE_TTL = "5s"
 VERSIONS = real_node.read_env_file(HACK / "versions.env")
@@ -248,11 +250,11 @@ class Show:
 
     def promql(self) -> None:
         queries = {
-            "ticks per pod": f'sum by (pod) (tickwork_ticks_total{{worker="{WORKER}"}})',
-            "lease holders": f'sum(tickwork_lease_held{{worker="{WORKER}"}})',
+            "ticks per pod": f'sum by (pod) (tickwork_ticks_total{{worker="{RUNTIME}"}})',
+            "lease holders": f'sum(tickwork_lease_held{{worker="{RUNTIME}"}})',
             "lateness p99 (s)": (
                 "histogram_quantile(0.99, sum by (le) "
-                f'(rate(tickwork_tick_lateness_seconds_bucket{{worker="{WORKER}"}}[1m])))'
+                f'(rate(tickwork_tick_lateness_seconds_bucket{{worker="{RUNTIME}"}}[1m])))'
             ),
         }
         for label, expr in queries.items():
@@ -269,7 +271,7 @@ class Show:
 
     def holder(self) -> tuple[str, int]:
         def one() -> tuple[str, int] | None:
-            held = holders(running_pods(kubectl, NAMESPACE, WORKER), WORKER)
+            held = holders(running_pods(kubectl, NAMESPACE, WORKER), RUNTIME)
             return next(iter(held.items())) if len(held) == 1 else None
 
         found: tuple[str, int] = wait_for(one, timeout=60, what="the lease holder")
@@ -280,7 +282,7 @@ class Show:
             pods = [
                 p for p in running_pods(kubectl, NAMESPACE, WORKER) if p["metadata"]["name"] != old
             ]
-            held = holders(pods, WORKER)
+            held = holders(pods, RUNTIME)
             return next(iter(held.items())) if held else None
 
         new, new_token = wait_for(other, timeout=60, what="another holder")

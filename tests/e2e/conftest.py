@@ -214,6 +214,9 @@ def control_plane() -> Iterator[ControlPlane]:
         yield ControlPlane(kubeconfig=PROJECT_KUBECONFIG, started_here=True)
     finally:
         _run_hack_script(CLUSTER_SCRIPT, "down")
+        # `make cluster-down` leaves nothing behind: checked on every run that started it.
+        left = real_node.leftovers(CLUSTER_DIR)
+        assert not left, "hack/cluster.sh down left behind:\n" + "\n".join(left)
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,7 @@ from tests.support.real_node import (
     parse_ticks,
     placement,
     running_pods,
+    runtime_name,
     worker_pods,
 )
 
@@ -120,7 +121,7 @@ def the_holder(kubectl: Tool, namespace: str, name: str, *, timeout: float = 30)
     """The one pod holding the lease, and its token; fails if two ever claim it at once."""
 
     def one() -> tuple[str, int] | None:
-        held = holders(running_pods(kubectl, namespace, name), name)
+        held = holders(running_pods(kubectl, namespace, name), runtime_name(namespace, name))
         assert len(held) <= 1, f"two pods hold the lease of {name} at once: {held}"
         return next(iter(held.items())) if held else None
 
@@ -208,7 +209,7 @@ def test_the_operator_installed_with_helm_runs_in_a_pod_on_the_real_node_and_lea
 ) -> None:
     pod = get(kubectl, "pod", product.operator_pod, product.namespace)
     assert pod["spec"]["nodeName"] == NODE_NAME
-    assert pod["spec"]["serviceAccountName"].endswith("tickwork")
+    assert pod["spec"]["serviceAccountName"] == f"{RELEASE}-operator"
     statuses = pod["status"]["containerStatuses"]
     assert all(s["ready"] and s["state"].get("running") for s in statuses), statuses
     # /readyz answers on the pod's own address (from the host, over the bridge).
@@ -225,6 +226,7 @@ def test_the_operator_installed_with_helm_runs_in_a_pod_on_the_real_node_and_lea
 def test_three_replicas_share_one_lease_and_each_tick_runs_exactly_once(
     kubectl: Tool, product: Product, worker: str
 ) -> None:
+    runtime = runtime_name(product.namespace, worker)
     pods = running_pods(kubectl, product.namespace, worker)
     assert {p["spec"]["nodeName"] for p in pods} == {NODE_NAME}
     names = [p["metadata"]["name"] for p in pods]
@@ -247,9 +249,9 @@ def test_three_replicas_share_one_lease_and_each_tick_runs_exactly_once(
     assert {t.replica for t in ticks} == {holder} and len(set(tokens)) == 1, ticks
     # Redis says the same: `tickwork status`, run inside a worker pod (its env has the URL).
     status = json.loads(
-        exec_in(kubectl, product.namespace, names[0], "tickwork", "status", worker, "--json")
+        exec_in(kubectl, product.namespace, names[0], "tickwork", "status", runtime, "--json")
     )
-    record = status.get(worker, status)
+    record = status.get(runtime, status)
     assert holder in json.dumps(record), record
 
 
@@ -266,10 +268,11 @@ def test_prometheus_finds_the_pods_by_kubernetes_discovery_and_sees_one_holder(
         ],
         scrape_interval="1s",
     )
+    runtime = runtime_name(product.namespace, worker)
     server.start()
     try:
         held = server.wait_for_value(
-            f'sum by (worker) (tickwork_lease_held{{worker="{worker}"}})',
+            f'sum by (worker) (tickwork_lease_held{{worker="{runtime}"}})',
             lambda v: v == 1,
             timeout=30,
         )
@@ -280,7 +283,7 @@ def test_prometheus_finds_the_pods_by_kubernetes_discovery_and_sees_one_holder(
                 {
                     s["metric"]["pod"]
                     for s in server.query(
-                        f'count by (pod) (tickwork_ticks_total{{worker="{worker}"}})'
+                        f'count by (pod) (tickwork_ticks_total{{worker="{runtime}"}})'
                     )
                 }
                 == pods
@@ -362,7 +365,8 @@ def test_deleting_the_leading_pod_hands_the_lease_over_within_ttl_and_a_period(
 
     def new_holder() -> tuple[str, int] | None:
         pods = [p for p in running_pods(kubectl, product.namespace, worker)]
-        held = holders([p for p in pods if p["metadata"]["name"] != holder], worker)
+        others = [p for p in pods if p["metadata"]["name"] != holder]
+        held = holders(others, runtime_name(product.namespace, worker))
         return next(iter(held.items())) if held else None
 
     bound = LEASE_TTL_SECONDS + PERIOD_SECONDS
@@ -406,7 +410,7 @@ def test_a_rolling_update_releases_the_lease_on_sigterm_and_the_takeover_is_with
             for p in running_pods(kubectl, product.namespace, worker)
             if p["metadata"]["name"] != holder
         ]
-        held = holders(pods, worker)
+        held = holders(pods, runtime_name(product.namespace, worker))
         return next(iter(held.items())) if held else None
 
     _, new_token = wait_until(new_holder, timeout=30, what="a holder after the old one")

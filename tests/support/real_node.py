@@ -81,9 +81,13 @@ def helm_placement_values() -> list[str]:
     ((key, value),) = place["nodeSelector"].items()
     toleration = place["tolerations"][0]
     escaped = key.replace(".", r"\.")
-    sets = [f"nodeSelector.{escaped}={value}"]
-    for field in ("key", "operator", "effect"):
-        sets.append(f"tolerations[0].{field}={toleration[field]}")
+    sets = []
+    for prefix in ("", "redis."):
+        sets.append(f"{prefix}nodeSelector.{escaped}={value}")
+        sets.extend(
+            f"{prefix}tolerations[0].{field}={toleration[field]}"
+            for field in ("key", "operator", "effect")
+        )
     return sets
 
 
@@ -226,6 +230,12 @@ def parse_ticks(log: str) -> list[Tick]:
     return ticks
 
 
+def runtime_name(namespace: str, name: str) -> str:
+    """The name a BackgroundWorker's pods run under (TICKWORK_NAME): in their metrics'
+    ``worker`` label, their logs and their Redis keys."""
+    return f"{namespace}.{name}"
+
+
 def pods_of(kubectl: Kubectl, namespace: str, selector: Mapping[str, str]) -> list[dict[str, Any]]:
     """The pods matching ``selector`` (labels), as JSON objects."""
     label = ",".join(f"{k}={v}" for k, v in selector.items())
@@ -272,3 +282,32 @@ def holders(pods: list[dict[str, Any]], worker: str) -> dict[str, int]:
             token = sample_value(text, "tickwork_lease_fencing_token", worker=worker)
             held[pod["metadata"]["name"]] = int(token or 0)
     return held
+
+
+def leftovers(cluster_dir: Path) -> list[str]:
+    """What of the real node is still there after ``hack/cluster.sh down``: its processes,
+    mounts, bridge, nftables tables, cgroups and runtime directory (empty: nothing)."""
+    found: list[str] = []
+    cache_root = str(CACHE / "containerd-root")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(cluster_dir) in cmdline or cache_root in cmdline:
+            found.append(f"process {proc.name}: {cmdline[:120]}")
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        target = line.split()[1]
+        if target.startswith((str(cluster_dir) + "/", cache_root + "/", "/run/tickwork-")):
+            found.append(f"mount {target}")
+    if Path(f"/sys/class/net/{NODE['NODE_BRIDGE']}").exists():
+        found.append(f"bridge {NODE['NODE_BRIDGE']}")
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False)
+    for table in ("inet tickwork", "ip kube-proxy", "ip6 kube-proxy"):
+        if f"table {table}" in tables.stdout.splitlines():
+            found.append(f"nftables table {table}")
+    found.extend(f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/tickwork"))
+    found.extend(f"directory {p}" for p in Path("/run").glob("tickwork-*"))
+    return found
