@@ -13,7 +13,7 @@
 
 LOWEST_TESTS := tests/unit tests/integration/test_redis_leases.py \
   tests/integration/test_redis_runtime.py tests/integration/test_fencing.py \
-  tests/integration/test_metrics_exposition.py
+  tests/integration/test_metrics_exposition.py tests/integration/test_log_shape.py
 LOCKS_DIR := images/locks
 export UV_CACHE_DIR ?= $(TICKWORK_CACHE)/uv-cache
 
