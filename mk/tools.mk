@@ -7,6 +7,7 @@
 # tests/support/tools.py computes the same paths (keep the two in step).
 
 include $(dir $(lastword $(MAKEFILE_LIST)))../hack/tools.env
+include $(dir $(lastword $(MAKEFILE_LIST)))../hack/versions.env
 
 TOOLS_DIR := $(TICKWORK_CACHE)/tools
 BUILD_GO_TOOL := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../hack/build-go-tool.sh)
@@ -17,8 +18,11 @@ CT := $(TOOLS_DIR)/ct-$(CHART_TESTING_VERSION)/ct
 UV_HOME := $(TOOLS_DIR)/uv-$(UV_VERSION)
 UV := $(UV_HOME)/bin/uv
 CT_PYTHON := $(TOOLS_DIR)/ct-python-yamllint-$(YAMLLINT_VERSION)-yamale-$(YAMALE_VERSION)
+# kubeconform's schemas of the built-in kinds, made offline from the swagger.json of the
+# Kubernetes release the test cluster runs (hack/kube_json_schemas.py).
+KUBE_SCHEMAS := $(TOOLS_DIR)/kube-json-schemas-$(KUBERNETES_VERSION)
 
-.PHONY: tools uv
+.PHONY: tools uv kube-schemas
 
 $(KUBECONFORM):
 	@$(BUILD_GO_TOOL) $@ github.com/yannh/kubeconform $(KUBECONFORM_VERSION) github.com/yannh/kubeconform/cmd/kubeconform
@@ -45,7 +49,17 @@ $(UV):
 
 uv: $(UV) ## install uv (cached outside the repository)
 
-tools: $(KUBECONFORM) $(KUBE_SCORE) $(PLUTO) $(CT) $(UV) helm prometheus ## build/install kubeconform, kube-score, pluto, ct, uv (cached)
+$(KUBE_SCHEMAS)/.done: hack/kube_json_schemas.py
+	@set -e; command -v go >/dev/null || { echo "kube-schemas needs the go command" >&2; exit 1; }; \
+	dir="$$(cd $(TOOLS_DIR) && GOFLAGS=-mod=mod go mod download -json k8s.io/kubernetes@$(KUBERNETES_VERSION) \
+	  | $(PYTHON) -c 'import json, sys; d = json.load(sys.stdin); print(d.get("Dir") or sys.exit(d.get("Error")))')"; \
+	rm -rf $(KUBE_SCHEMAS); \
+	$(PYTHON) hack/kube_json_schemas.py kubernetes "$${dir}/api/openapi-spec/swagger.json" $(KUBE_SCHEMAS); \
+	touch $@
+
+kube-schemas: $(KUBE_SCHEMAS)/.done ## kubeconform's JSON schemas of Kubernetes $(KUBERNETES_VERSION), made offline (cached)
+
+tools: $(KUBECONFORM) $(KUBE_SCORE) $(PLUTO) $(CT) $(UV) $(KUBE_SCHEMAS)/.done helm prometheus ## build/install kubeconform, kube-score, pluto, ct, uv and kubeconform's schemas (cached)
 
 # tests/integration/test_ecosystem_tools.py runs them.
 test-deps: tools

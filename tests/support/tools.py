@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import CACHE_DIR, read_versions
+from tests.e2e.conftest import VERSIONS as CLUSTER_VERSIONS
 
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS = read_versions(REPO / "hack" / "tools.env")
@@ -29,6 +30,8 @@ def tool(name: str) -> Path:
         path = TOOLS_DIR / f"{name}-{VERSIONS[_GO_TOOLS[name]]}" / name
     elif name == "uv":
         path = TOOLS_DIR / f"uv-{VERSIONS['UV_VERSION']}" / "bin" / "uv"
+    elif name == "kube-schemas":
+        path = TOOLS_DIR / f"kube-json-schemas-{CLUSTER_VERSIONS['KUBERNETES_VERSION']}"
     elif name == "ct-python":
         yamllint, yamale = VERSIONS["YAMLLINT_VERSION"], VERSIONS["YAMALE_VERSION"]
         path = TOOLS_DIR / f"ct-python-yamllint-{yamllint}-yamale-{yamale}" / "bin"

@@ -433,6 +433,22 @@ def test_a_localhost_seccomp_profile_with_its_file_is_accepted_and_passed_on() -
     }
 
 
+def test_several_operator_replicas_prefer_different_nodes_unless_affinity_is_set() -> None:
+    def affinity(*args: str) -> Any:
+        pod = only(render(*args), "Deployment")["spec"]["template"]
+        return pod["spec"].get("affinity"), pod["metadata"]["labels"]
+
+    single, _ = affinity()
+    spread, labels = affinity("--set", "replicaCount=2")
+    own, _ = affinity("--set", "replicaCount=2", "--set", "affinity.nodeAffinity.x=y")
+    (term,) = spread["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+
+    assert single is None
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+    assert own == {"nodeAffinity": {"x": "y"}}
+
+
 def test_there_is_no_pod_disruption_budget_unless_asked_for() -> None:
     assert [o for o in render() if o["kind"] == "PodDisruptionBudget"] == []
 
