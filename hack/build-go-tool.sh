@@ -32,7 +32,7 @@ echo "== building ${name} ${version} (${module}) into ${out_dir}" >&2
     go build -ldflags "-s -w" -o "${out_dir}/.${name}.tmp" "${pkg}"
   if [[ -n "${etc}" ]]; then
     src="$(go list -m -f '{{.Dir}}' "${module}")/${etc}"
-    rm -rf "${out_dir}/etc"
+    rm -rf "${out_dir:?}/etc"
     cp -R "${src}" "${out_dir}/etc"
     chmod -R u+w "${out_dir}/etc"
   fi
