@@ -6,7 +6,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 TICKWORK_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tickwork
 export TICKWORK_CACHE
@@ -21,11 +21,11 @@ help: ## list the targets
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[operator,dev]'
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	$(BIN)/python -m pip install --quiet -e '.[operator]' --group dev
 	@touch $@
 
-venv: $(BIN)/.installed ## create .venv with the package and dev tools
+venv: $(BIN)/.installed ## create .venv with the package and the dev tools (dependency group dev)
 
 lint: venv hadolint ## hadolint, ruff, mypy --strict, import-linter
 	$(BIN)/ruff check .

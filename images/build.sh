@@ -73,6 +73,11 @@ ensure_base_image() {
 
 ensure_command buildah buildah
 VERSION=$("${PYTHON:-python3}" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+# The OCI revision label: the commit checked out (with -dirty when the tree has changes).
+REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+if [[ "${REVISION}" != unknown && -n "$(git status --porcelain 2>/dev/null)" ]]; then
+  REVISION="${REVISION}-dirty"
+fi
 
 # The external base images: every FROM that is not a stage name or a build argument.
 mapfile -t bases < <(for f in "${DOCKERFILES[@]}"; do
@@ -85,7 +90,7 @@ done | sort -u)
 for base in "${bases[@]}"; do ensure_base_image "$(qualified "$base")"; done
 
 # shellcheck disable=SC2206 # word-splitting of the extra flags is intended
-BUD=(buildah bud --layers --force-rm --format docker --pull=never --build-arg "VERSION=$VERSION" ${BUILDAH_BUD_FLAGS:-})
+BUD=(buildah bud --layers --force-rm --format docker --pull=never --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" ${BUILDAH_BUD_FLAGS:-})
 # RUN steps reach PyPI trusting what this machine trusts (a TLS-inspecting proxy's CA, say):
 # its CA bundle is mounted over the image's for each step and never becomes part of a layer.
 CA_BUNDLE=${TICKWORK_BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}

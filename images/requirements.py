@@ -1,7 +1,7 @@
 """Print requirements from pyproject.toml, one a line, for ``pip install -r``.
 
-Used in the images' builder stages to install the dependencies in a layer of their own,
-before the source is copied in, so a source change does not download them again:
+``make lock`` compiles the build requirements into ``images/locks/build.txt`` (the images
+install the locks, with hashes), and ``make test-lowest`` installs them at their lowest:
 
     python requirements.py build                  # [build-system] requires
     python requirements.py runtime [EXTRA ...]    # [project] dependencies, plus extras

@@ -3,17 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.registry import Collector
 
-__all__ = ["HealthServer", "LoopLagMonitor"]
+__all__ = ["HealthServer", "LoopLagMonitor", "render_metrics"]
 
 log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[tuple[bool, str]]]
+# Longest request head read before the connection is dropped (a scrape's is ~200 bytes).
+_MAX_HEADER_LINES = 100
+
+
+def render_metrics(
+    registry: CollectorRegistry, *, accept: str | None, accept_encoding: str | None, query: str = ""
+) -> tuple[bytes, list[tuple[str, str]]]:
+    """``/metrics`` as prometheus_client's own exposition answers it: the format the scraper's
+    ``Accept`` asks for (OpenMetrics or the text format, ``choose_encoder``), only the families
+    named by ``?name[]=…``, gzip-compressed when ``Accept-Encoding`` allows it. Returns the
+    body and the response headers. The operator's server answers with this too."""
+    encoder, content_type = choose_encoder(accept or "")
+    names = parse_qs(query).get("name[]")
+    collector: Collector = registry.restricted_registry(names) if names else registry
+    body = encoder(collector)
+    headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
+    if gzip_accepted(accept_encoding or ""):
+        body = gzip.compress(body)
+        headers.append(("Content-Encoding", "gzip"))
+    return body, headers
 
 
 class LoopLagMonitor:
@@ -74,17 +97,25 @@ class HealthServer:
         try:
             async with asyncio.timeout(10):
                 request = await reader.readline()
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
+                headers: dict[str, str] = {}
+                for _ in range(_MAX_HEADER_LINES):
+                    line = await reader.readline()
+                    if line in (b"\r\n", b"\n", b""):
+                        break
+                    name, sep, value = line.decode("latin-1").partition(":")
+                    if sep:
+                        headers[name.strip().lower()] = value.strip()
+                else:
+                    return
             parts = request.decode("latin-1").split()
             if len(parts) < 2:
                 return
-            method, target = parts[0], parts[1].split("?", 1)[0]
-            status, ctype, body = await self._route(method, target)
-            head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            method, (target, _, query) = parts[0], parts[1].partition("?")
+            status, response_headers, body = await self._route(method, target, query, headers)
+            head = f"HTTP/1.1 {status}\r\n" + "".join(
+                f"{name}: {value}\r\n" for name, value in response_headers
             )
+            head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             writer.write(head.encode("latin-1") + (b"" if method == "HEAD" else body))
             await writer.drain()
         except (TimeoutError, ConnectionError, UnicodeDecodeError):
@@ -92,16 +123,29 @@ class HealthServer:
         finally:
             writer.close()
 
-    async def _route(self, method: str, target: str) -> tuple[str, str, bytes]:
+    async def _route(
+        self, method: str, target: str, query: str, headers: dict[str, str]
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
+        plain = [("Content-Type", "text/plain; charset=utf-8")]
         if method not in ("GET", "HEAD"):
-            return "405 Method Not Allowed", "text/plain", b"method not allowed\n"
+            return (
+                "405 Method Not Allowed",
+                [*plain, ("Allow", "GET, HEAD")],
+                b"method not allowed\n",
+            )
         if target == "/metrics":
-            return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self._registry)
+            body, metric_headers = render_metrics(
+                self._registry,
+                accept=headers.get("accept"),
+                accept_encoding=headers.get("accept-encoding"),
+                query=query,
+            )
+            return "200 OK", metric_headers, body
         if target in ("/healthz", "/livez"):
             ok, text = await self._live()
         elif target == "/readyz":
             ok, text = await self._ready()
         else:
-            return "404 Not Found", "text/plain", b"not found\n"
+            return "404 Not Found", plain, b"not found\n"
         status = "200 OK" if ok else "503 Service Unavailable"
-        return status, "text/plain; charset=utf-8", (text + "\n").encode()
+        return status, plain, (text + "\n").encode()

@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import sys
 from collections.abc import Mapping, Sequence
 
 from worker_operator.constants import OPERATOR_NAME
-from worker_operator.handlers import configure_logging
-from worker_operator.running import run
 from worker_operator.settings import OperatorSettings, default_identity, default_lease_namespace
 from worker_runtime.durations import parse_duration
 
-__all__ = ["entrypoint", "main", "parse_args"]
+__all__ = ["OPERATOR_IMPORTS", "entrypoint", "main", "missing_operator_imports", "parse_args"]
 
 EXIT_USAGE = 2
+
+# What the `operator` extra brings, as import names (tests/unit/test_packaging.py checks
+# them against pyproject's extra). `pip install tickwork` alone installs this command too.
+OPERATOR_IMPORTS = ("kopf", "aiohttp", "kubernetes_asyncio", "yaml")
+INSTALL_HINT = "pip install 'tickwork[operator]'"
+
+
+def missing_operator_imports() -> list[str]:
+    """The packages of the `operator` extra that cannot be imported here."""
+    return [name for name in OPERATOR_IMPORTS if importlib.util.find_spec(name) is None]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,6 +136,17 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> tuple[OperatorSet
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    missing = missing_operator_imports()
+    if missing:
+        sys.stderr.write(
+            f"{OPERATOR_NAME}: error: the operator needs {', '.join(missing)}, which a plain "
+            f"`pip install tickwork` leaves out; install the extra: {INSTALL_HINT}\n"
+        )
+        return EXIT_USAGE
+    # Imported here, not at the top: without the extra, the line above is all a user sees.
+    from worker_operator.handlers import configure_logging
+    from worker_operator.running import run
+
     arguments = list(sys.argv[1:] if argv is None else argv)
     environment = os.environ if env is None else env
     settings, kubeconfig = parse_args(arguments, environment)

@@ -31,6 +31,7 @@ from worker_operator.constants import (
 )
 from worker_operator.reconciling import ReconcileError, Reconciler, Unavailable
 from worker_operator.settings import OperatorSettings
+from worker_runtime.logs import JsonFormatter
 
 __all__ = ["build_registry", "configure_logging", "kopf_settings", "run_kopf"]
 
@@ -72,6 +73,13 @@ def configure_logging(settings: OperatorSettings) -> None:
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
         log_refkey="object",
     )
+    if settings.log_format == "json":
+        # The runtime's JSON shape (worker_runtime.logs) instead of kopf's own
+        # (timestamp/severity): one shape for every Tickwork process. kopf's object reference
+        # (`k8s_ref`) becomes `object`, as kopf's log_refkey would; its internals are dropped.
+        formatter = JsonFormatter(rename={"k8s_ref": "object"}, hide=("k8s_skip", "settings"))
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(formatter)
     logging.getLogger().setLevel(settings.log_level.upper())
     if settings.log_level.upper() != "DEBUG":
         # kopf logs every handler call ("Handler 'owned-deployment' succeeded") at INFO; the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 __all__ = ["OperatorMetrics", "Result"]
 
@@ -23,6 +23,9 @@ class Result(StrEnum):
 
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        # No `*_created` series (as the runtime): they double the series count and say only
+        # when the process started. prometheus_client's switch is process-wide.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry
         self.reconciles = Counter(
             "tickwork_operator_reconciles_total",

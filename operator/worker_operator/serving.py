@@ -12,7 +12,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+
+from worker_runtime.serving import render_metrics
 
 __all__ = ["Health", "serve"]
 
@@ -44,10 +46,17 @@ def _app(*, health: Health, registry: CollectorRegistry) -> web.Application:
             content_type="application/json",
         )
 
-    async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(registry)
+    async def metrics(request: web.Request) -> web.Response:
+        # The same negotiation as the runtime's server (OpenMetrics, gzip, name[]).
+        body, headers = render_metrics(
+            registry,
+            accept=request.headers.get("Accept"),
+            accept_encoding=request.headers.get("Accept-Encoding"),
+            query=request.query_string,
+        )
         response = web.Response(body=body)
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        for name, value in headers:
+            response.headers[name] = value
         return response
 
     app = web.Application()

@@ -34,7 +34,9 @@ DASHBOARD = MONITORING / "dashboard.json"
 #: What counts as a metric name in rules and queries.
 METRIC_NAME = re.compile(r"tickwork_[a-z_]+")
 #: ``label_values(metric, label)`` in a Grafana variable query.
-LABEL_VALUES = re.compile(r"^label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*(\w+)\s*\)$")
+LABEL_VALUES = re.compile(
+    r"^label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s*,\s*(\w+)\s*\)$"
+)
 
 
 # ----------------------------------------------------------------------- exported names

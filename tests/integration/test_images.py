@@ -375,3 +375,20 @@ def test_the_build_machines_ca_bundle_is_mounted_for_the_build_but_not_left_in_t
     in_image = container_of(image).run(bundle)
     assert in_base.returncode == 0 and in_image.returncode == 0, in_base.stderr + in_image.stderr
     assert in_image.stdout == in_base.stdout
+
+
+@pytest.mark.parametrize("image", ALL_IMAGES)
+def test_each_image_carries_the_oci_labels_of_its_source_license_version_and_revision(
+    built_images: tuple[str, ...], image: str
+) -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    labels = _config(image)["Labels"]
+
+    assert labels["org.opencontainers.image.source"] == project["urls"]["Source"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
+    assert labels["org.opencontainers.image.version"] == VERSION
+    # The commit the image was built from (-dirty: with changes not yet committed).
+    assert labels["org.opencontainers.image.revision"].removesuffix("-dirty") == head

@@ -126,6 +126,8 @@ class RedisServer:
                 "2",
                 "-subj",
                 "/CN=tickwork-test-ca",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
                 "-keyout",
                 str(d / "ca.key"),
                 "-out",
@@ -146,7 +148,15 @@ class RedisServer:
                 "-out",
                 str(d / "server.csr"),
             )
-            (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+            # What a strict X.509 check wants of a server certificate (Python 3.13's default
+            # context sets VERIFY_X509_STRICT): the issuer's key id, not a CA, server use.
+            (d / "ext.cnf").write_text(
+                "subjectAltName=IP:127.0.0.1\n"
+                "authorityKeyIdentifier=keyid,issuer\n"
+                "basicConstraints=critical,CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\n"
+            )
             run("openssl", "x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"),
                 "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
                 "-extfile", str(d / "ext.cnf"), "-out", str(d / "server.crt"))  # fmt: skip

@@ -194,6 +194,21 @@ def test_the_values_schema_describes_every_value_and_refuses_unknown_keys() -> N
         (["securityContext.allowPrivilegeEscalation=true"], "/securityContext"),
         (["podSecurityContext.seccompProfile.type=Unconfined"], "/podSecurityContext"),
         (["image.digest=latest"], "/image/digest"),
+        (["image.tag=latest"], "/image/tag"),
+        (["redis.image.tag=latest"], "/redis/image/tag"),
+        (["podSecurityContext.seccompProfile.type=Localhost"], "localhostProfile"),
+        (
+            [
+                "podSecurityContext.seccompProfile.type=Localhost",
+                "podSecurityContext.seccompProfile.localhostProfile=",
+            ],
+            "/podSecurityContext/seccompProfile/localhostProfile",
+        ),
+        (
+            ["podDisruptionBudget.enabled=true", "podDisruptionBudget.minAvailable=1"],
+            "/podDisruptionBudget",
+        ),
+        (["podDisruptionBudget.maxUnavailable=one"], "/podDisruptionBudget/maxUnavailable"),
         (["redis.enabled=maybe"], "/redis/enabled"),
         (["replicas=2"], "'replicas' not allowed"),
     ],
@@ -401,6 +416,83 @@ def test_the_metrics_service_selects_the_operator_pods() -> None:
         service["spec"]["ports"][0]["targetPort"]
         == pod["spec"]["containers"][0]["ports"][0]["name"]
     )
+
+
+def test_a_localhost_seccomp_profile_with_its_file_is_accepted_and_passed_on() -> None:
+    objects = render(
+        "--set",
+        "podSecurityContext.seccompProfile.type=Localhost",
+        "--set",
+        "podSecurityContext.seccompProfile.localhostProfile=profiles/tickwork.json",
+    )
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+
+    assert pod["securityContext"]["seccompProfile"] == {
+        "type": "Localhost",
+        "localhostProfile": "profiles/tickwork.json",
+    }
+
+
+def test_several_operator_replicas_prefer_different_nodes_unless_affinity_is_set() -> None:
+    def affinity(*args: str) -> Any:
+        pod = only(render(*args), "Deployment")["spec"]["template"]
+        return pod["spec"].get("affinity"), pod["metadata"]["labels"]
+
+    single, _ = affinity()
+    spread, labels = affinity("--set", "replicaCount=2")
+    own, _ = affinity("--set", "replicaCount=2", "--set", "affinity.nodeAffinity.x=y")
+    (term,) = spread["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+
+    assert single is None
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+    assert own == {"nodeAffinity": {"x": "y"}}
+
+
+def test_there_is_no_pod_disruption_budget_unless_asked_for() -> None:
+    assert [o for o in render() if o["kind"] == "PodDisruptionBudget"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "budget"),
+    [
+        ([], {"maxUnavailable": 1}),
+        (
+            [
+                "--set",
+                "podDisruptionBudget.minAvailable=50%",
+                "--set",
+                "podDisruptionBudget.maxUnavailable=",
+            ],
+            {"minAvailable": "50%"},
+        ),
+        (
+            [
+                "--set",
+                "replicaCount=3",
+                "--set",
+                "podDisruptionBudget.minAvailable=2",
+                "--set",
+                "podDisruptionBudget.maxUnavailable=",
+            ],
+            {"minAvailable": 2},
+        ),
+    ],
+    ids=["default-max-unavailable", "min-available-percent", "min-available-count"],
+)
+def test_the_pod_disruption_budget_covers_exactly_the_operator_pods(
+    args: list[str], budget: dict[str, Any]
+) -> None:
+    objects = render("--set", "podDisruptionBudget.enabled=true", *args)
+    pdb = only(objects, "PodDisruptionBudget")
+    pod = only(objects, "Deployment")["spec"]["template"]
+
+    assert pdb["apiVersion"] == "policy/v1"
+    assert {
+        k: v for k, v in pdb["spec"].items() if k in ("minAvailable", "maxUnavailable")
+    } == budget
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
 
 
 # ------------------------------------------------------------------------------ monitoring

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from tests.integration.prometheus_support import (
     ALERTS,
     ALERTS_TEST,
     MONITORING,
+    REPO,
     dashboard_panels,
     dashboard_queries,
     dashboard_variable_queries,
@@ -29,6 +31,8 @@ SEVERITIES = {"critical", "warning", "info"}
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 #: A selector that filters by the dashboard's worker variable.
 WORKER_FILTER = 'worker=~"$worker"'
+#: ... and by its job and instance variables (every selector of every panel).
+TARGET_FILTER = 'job=~"$job",instance=~"$instance"'
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -142,6 +146,20 @@ def test_the_dashboard_queries_only_metrics_the_runtime_exports() -> None:
     assert unknown == {}
 
 
+def test_every_alert_links_its_runbook_in_the_readme() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    headings = set(re.findall(r"^### (\w+)$", readme, flags=re.MULTILINE))
+    source = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "urls"
+    ]["Source"]
+    for group in yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]:
+        for rule in group["rules"]:
+            alert = rule["alert"]
+            url = rule["annotations"]["runbook_url"]
+            assert url == f"{source}/blob/main/README.md#{alert.lower()}", alert
+            assert alert in headings, f"no README section '### {alert}'"
+
+
 # ----------------------------------------------------------------------------- dashboard
 
 
@@ -155,8 +173,33 @@ def test_the_dashboard_has_a_datasource_variable_and_a_multi_value_worker_variab
     assert worker["multi"] is True
     assert worker["includeAll"] is True
     assert dict(dashboard_variable_queries(load_dashboard()))["worker"] == (
-        "label_values(tickwork_ticks_total, worker)"
+        f"label_values(tickwork_ticks_total{{{TARGET_FILTER}}}, worker)"
     )
+
+
+def test_the_dashboard_has_job_and_instance_variables_that_narrow_each_other() -> None:
+    variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
+    queries = dict(dashboard_variable_queries(load_dashboard()))
+
+    assert list(variables) == ["datasource", "job", "instance", "worker"]
+    for name in ("job", "instance"):
+        assert variables[name]["type"] == "query"
+        assert variables[name]["datasource"]["uid"] == "${datasource}"
+        assert (variables[name]["multi"], variables[name]["includeAll"]) == (True, True)
+        assert variables[name]["allValue"] == ".+"
+    assert queries["job"] == "label_values(tickwork_build_info, job)"
+    assert queries["instance"] == 'label_values(tickwork_build_info{job=~"$job"}, instance)'
+
+
+def test_every_panel_filters_every_selector_by_job_and_instance() -> None:
+    for panel in dashboard_panels(load_dashboard()):
+        if panel["type"] == "row":
+            continue
+        exprs = [t["expr"] for t in panel["targets"]]
+        assert exprs, panel["title"]
+        for expr in exprs:
+            for match in re.finditer(r"(tickwork_[a-z_]+)(\{[^}]*\})?", expr):
+                assert TARGET_FILTER in (match.group(2) or ""), f"{panel['title']}: {expr}"
 
 
 def test_every_panel_and_query_uses_the_datasource_variable() -> None:

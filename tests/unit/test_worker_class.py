@@ -100,3 +100,13 @@ def test_text_logs_append_the_tick_context() -> None:
     line = TextFormatter().format(_record(worker="w", tick=3, replica="pod-1"))
     assert line.endswith("hello there [worker=w tick=3 replica=pod-1]")
     assert "[" not in TextFormatter().format(_record())
+
+
+def test_json_logs_keep_every_extra_field_and_never_let_one_replace_the_shape() -> None:
+    record = _record(worker="w", user_id=7, level="shadowed", payload={"k": [1, 2]})
+    entry = json.loads(JsonFormatter().format(record))
+
+    assert (entry["user_id"], entry["payload"]) == (7, {"k": [1, 2]})
+    assert entry["level"] == "info"
+    assert list(entry)[:4] == ["timestamp", "level", "logger", "message"]
+    assert entry["timestamp"].endswith("Z")
