@@ -131,10 +131,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     environment = os.environ if env is None else env
     settings, kubeconfig = parse_args(arguments, environment)
     configure_logging(settings)
-    if kubeconfig:
-        # kopf's login reads $KUBECONFIG; make --kubeconfig mean the same file for kopf's
-        # watches as for the operator's own client.
-        os.environ["KUBECONFIG"] = os.path.abspath(kubeconfig)
     return asyncio.run(run(settings, kubeconfig=kubeconfig))
 
 

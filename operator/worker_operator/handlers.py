@@ -29,6 +29,7 @@ from worker_operator.constants import (
     PLURAL,
     VERSION,
 )
+from worker_operator.kubeapi import Credentials
 from worker_operator.reconciling import ReconcileError, Reconciler, Unavailable
 from worker_operator.settings import OperatorSettings
 
@@ -92,14 +93,32 @@ async def _reconcile(reconciler: Reconciler, body: Mapping[str, Any], *, trigger
         raise kopf.TemporaryError(str(exc), delay=5.0) from None
 
 
+def _connection_info(credentials: Credentials, *, trust_env: bool) -> kopf.ConnectionInfo:
+    return kopf.ConnectionInfo(
+        server=credentials.server,
+        ca_path=credentials.ca_path,
+        insecure=credentials.insecure,
+        scheme=credentials.scheme,
+        token=credentials.token,
+        username=credentials.username,
+        password=credentials.password,
+        certificate_path=credentials.certificate_path,
+        private_key_path=credentials.private_key_path,
+        proxy_url=credentials.proxy_url,
+        trust_env=trust_env,
+    )
+
+
 def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
     """A fresh registry with every handler of the operator (nothing global)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        info: kopf.ConnectionInfo | None = await kopf.login_via_async_client(**kwargs)
-        return info
+    async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        # kopf's watches use the very credentials of the operator's own client (--kubeconfig,
+        # $KUBECONFIG or in-cluster, chosen once in KubeApi.connect), never a second guess.
+        credentials = await reconciler.api.credentials()
+        return _connection_info(credentials, trust_env=settings.networking.trust_env)
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="reconcile-on-create")
     async def on_create(body: kopf.Body, **_: Any) -> None:

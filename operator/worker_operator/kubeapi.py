@@ -11,12 +11,13 @@ Nothing here knows kopf.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -29,6 +30,7 @@ from worker_operator.constants import FIELD_MANAGER, GROUP, PLURAL, VERSION
 
 __all__ = [
     "ApiError",
+    "Credentials",
     "Forbidden",
     "KubeApi",
     "NotFound",
@@ -138,6 +140,22 @@ class RetryPolicy:
         return random.uniform(ceiling / 2, ceiling)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credentials:
+    """How ``KubeApi`` reaches the API server, for another client (kopf's watches) to use."""
+
+    server: str
+    ca_path: str | None
+    insecure: bool
+    scheme: str | None = None
+    token: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    certificate_path: str | None = None
+    private_key_path: str | None = None
+    proxy_url: str | None = None
+
+
 def _path(*segments: str) -> str:
     return "/" + "/".join(quote(s, safe="") for s in segments)
 
@@ -175,6 +193,26 @@ class KubeApi:
                 config_file=path, client_configuration=configuration, persist_config=False
             )
         return cls(k8s_client.ApiClient(configuration=configuration), retry=retry)
+
+    async def credentials(self) -> Credentials:
+        """The server and credentials of this client (a refreshed token, if it expires)."""
+        config = self._client.configuration
+        header = config.get_api_key_with_prefix("BearerToken")
+        if inspect.isawaitable(header):
+            header = await header
+        scheme, _, token = str(header or "").rpartition(" ")
+        return Credentials(
+            server=str(config.host),
+            ca_path=config.ssl_ca_cert or None,
+            insecure=not config.verify_ssl,
+            scheme=scheme or None,
+            token=token or None,
+            username=config.username or None,
+            password=config.password or None,
+            certificate_path=config.cert_file or None,
+            private_key_path=config.key_file or None,
+            proxy_url=config.proxy or None,
+        )
 
     async def close(self) -> None:
         await self._client.close()

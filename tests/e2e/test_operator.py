@@ -136,6 +136,7 @@ class OperatorProcess:
         log_path: Path,
         lease_id: str,
         extra_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.log_path = log_path
@@ -159,6 +160,7 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(account.kubeconfig),
             "POD_NAME": f"op-{uuid.uuid4().hex[:6]}",
+            **(extra_env or {}),
         }
         self.identity = self.env["POD_NAME"]
         self.process: subprocess.Popen[bytes] | None = None
@@ -332,7 +334,11 @@ def start_operator(
     started: list[OperatorProcess] = []
 
     def start(
-        namespaces: list[str], *, lease_id: str | None = None, extra_args: list[str] | None = None
+        namespaces: list[str],
+        *,
+        lease_id: str | None = None,
+        extra_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> OperatorProcess:
         process = OperatorProcess(
             account=operator_account,
@@ -340,6 +346,7 @@ def start_operator(
             log_path=tmp_path / f"operator-{len(started)}.log",
             lease_id=lease_id or f"op-{uuid.uuid4().hex[:8]}",
             extra_args=extra_args,
+            extra_env=extra_env,
         ).start()
         started.append(process)
         return process
@@ -918,6 +925,34 @@ def test_the_operator_killed_during_a_burst_of_fifty_workers_converges_after_res
     assert killed_with < 50  # the first operator really died mid-burst
     assert sorted(d["metadata"]["name"] for d in owned) == names
     assert all(d["status"].get("availableReplicas") == 1 for d in owned)
+
+
+def test_kubeconfig_flag_is_used_for_the_watches_too_even_when_kubeconfig_env_names_another(
+    kubectl: Tool,
+    namespace: str,
+    operator_account: OperatorAccount,
+    start_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    # $KUBECONFIG names the same cluster with a token the API server refuses (401).
+    refused = yaml.safe_load(operator_account.kubeconfig.read_text())
+    refused["users"][0]["user"]["token"] = "not-a-valid-token"
+    wrong = tmp_path / "refused-kubeconfig"
+    wrong.write_text(yaml.safe_dump(refused))
+    operator = start_operator(
+        [namespace],
+        extra_args=[f"--kubeconfig={operator_account.kubeconfig}"],
+        extra_env={"KUBECONFIG": str(wrong)},
+    ).wait_leading()
+
+    apply(kubectl, worker_manifest("flagged", namespace))
+
+    wait_until(
+        lambda: get(kubectl, "deployment", "flagged", namespace),
+        timeout=10,
+        what="the Deployment (kopf's watches must use --kubeconfig)",
+        details=operator.tail,
+    )
 
 
 def test_only_one_of_two_operators_reconciles_and_the_other_takes_over(
