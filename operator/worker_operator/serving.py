@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-__all__ = ["Health", "serve"]
+__all__ = ["Health", "PortUnavailable", "serve"]
+
+
+class PortUnavailable(OSError):
+    """The probes' address cannot be bound (in use, not local, no permission)."""
 
 
 @dataclass(slots=True)
@@ -66,7 +70,13 @@ async def serve(
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise PortUnavailable(
+                f"cannot serve /healthz, /readyz and /metrics on {host}:{port}: "
+                f"{exc.strerror or exc}; choose another --http-port (0 turns them off)"
+            ) from None
         bound = port
         # aiohttp offers no public accessor for the bound port (wanted with port 0).
         sockets = getattr(site._server, "sockets", None) or ()
