@@ -71,7 +71,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "--degraded-recheck",
         type=_duration,
         default="15s",
-        help="look at a Degraded worker again after this long",
+        help="look at a Degraded worker again after this long (then twice as long each time)",
+    )
+    parser.add_argument(
+        "--degraded-recheck-max",
+        type=_duration,
+        default="5m",
+        help="the longest wait between two looks at a Degraded worker",
     )
     parser.add_argument(
         "--progress-deadline",
@@ -89,7 +95,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--leader-election", dest="leader_election", action="store_true", default=True
     )
     election.add_argument("--no-leader-election", dest="leader_election", action="store_false")
-    parser.add_argument("--leader-election-namespace", default=None, help="default: the pod's")
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="the Lease's namespace; default: the pod's (required outside a pod)",
+    )
     parser.add_argument("--leader-election-id", default=OPERATOR_NAME, help="the Lease's name")
     parser.add_argument("--lease-duration", type=_duration, default="15s")
     parser.add_argument("--renew-deadline", type=_duration, default="10s")
@@ -111,6 +121,13 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> tuple[OperatorSet
     )
     if args.all_namespaces and namespaces:
         parser.error("--all-namespaces and --namespace exclude each other")
+    lease_namespace = args.leader_election_namespace or default_lease_namespace(env)
+    if args.leader_election and lease_namespace is None:
+        parser.error(
+            "--leader-election-namespace is required outside a pod: every operator of a "
+            "cluster must use the same Lease (the Helm chart's is in its release namespace, "
+            "e.g. tickwork-system), or pass --no-leader-election"
+        )
     try:
         settings = OperatorSettings(
             namespaces=namespaces,
@@ -118,11 +135,12 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> tuple[OperatorSet
             http_port=args.http_port,
             resync_interval_seconds=args.resync_interval,
             degraded_recheck_seconds=args.degraded_recheck,
+            degraded_recheck_max_seconds=args.degraded_recheck_max,
             progress_deadline_seconds=max(1, round(args.progress_deadline)),
             check_secret_references=args.check_secret_references,
             leader_election=args.leader_election,
             lease_name=args.leader_election_id,
-            lease_namespace=args.leader_election_namespace or default_lease_namespace(env),
+            lease_namespace=lease_namespace or "default",
             lease_duration_seconds=args.lease_duration,
             renew_deadline_seconds=args.renew_deadline,
             retry_period_seconds=args.retry_period,
@@ -151,10 +169,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     environment = os.environ if env is None else env
     settings, kubeconfig = parse_args(arguments, environment)
     configure_logging(settings)
-    if kubeconfig:
-        # kopf's login reads $KUBECONFIG; make --kubeconfig mean the same file for kopf's
-        # watches as for the operator's own client.
-        os.environ["KUBECONFIG"] = os.path.abspath(kubeconfig)
     return asyncio.run(run(settings, kubeconfig=kubeconfig))
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from worker_operator.builders import deployment_name, selector_string
+from worker_operator.constants import MAX_CONDITION_MESSAGE
 from worker_operator.spec import WorkerSpec
 
 __all__ = [
@@ -150,6 +151,8 @@ def merge_conditions(
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
+    if len(message) > MAX_CONDITION_MESSAGE:
+        message = message[: MAX_CONDITION_MESSAGE - 3] + "..."
     return {
         "type": kind,
         "status": "True" if ok else "False",
@@ -233,6 +236,7 @@ def assess(
     counts = _counts(deployment)
     status.update(counts)
     desired = worker.desired_replicas
+    status["ready"] = f"{counts['readyReplicas']}/{desired}"
     found = _degradation(
         worker=worker, deployment=deployment, pods=pods, missing_secrets=missing_secrets
     )
@@ -244,22 +248,26 @@ def assess(
         progressing = _condition(
             PROGRESSING, True, "DeploymentMissing", "the Deployment is being created", generation
         )
-    elif worker.suspend:
-        ready = _condition(
-            READY,
-            False,
-            "Suspended",
-            "spec.suspend is true: the worker is scaled to zero",
-            generation,
+    elif desired == 0:
+        # Suspended, or scaled to zero: no replica runs the worker, so it is not Ready.
+        reason, why = (
+            ("Suspended", "spec.suspend is true: the worker is scaled to zero")
+            if worker.suspend
+            else ("ScaledToZero", "spec.replicas is 0: no replica runs the worker")
         )
+        ready = _condition(READY, False, reason, why, generation)
         winding_down = counts["replicas"] > 0
         progressing = _condition(
             PROGRESSING,
             winding_down,
-            "ScalingDown" if winding_down else "Suspended",
+            "ScalingDown" if winding_down else reason,
             f"{counts['replicas']} pods still terminating"
             if winding_down
-            else "suspended; set spec.suspend to false to resume",
+            else (
+                "suspended; set spec.suspend to false to resume"
+                if worker.suspend
+                else "set spec.replicas (or kubectl scale bgw) to run it"
+            ),
             generation,
         )
     else:

@@ -21,6 +21,9 @@ __all__ = [
     "LABEL_VERSION",
     "LIST_KIND",
     "MANAGED_BY",
+    "MAX_CONDITION_MESSAGE",
+    "MAX_REPLICAS",
+    "MAX_SHUTDOWN_GRACE",
     "METRICS_PORT_NAME",
     "OPERATOR_NAME",
     "PLURAL",
@@ -55,8 +58,20 @@ LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 WORKER_APP_NAME: Final = "tickwork-worker"
 MANAGED_BY: Final = OPERATOR_NAME
-#: Pod labels a user may not set: the selector and ownership labels are the operator's.
-RESERVED_POD_LABELS: Final = (LABEL_NAME, LABEL_INSTANCE, LABEL_MANAGED_BY)
+#: Pod labels a user may not set: every app.kubernetes.io/* label the operator sets.
+RESERVED_POD_LABELS: Final = (
+    LABEL_NAME,
+    LABEL_INSTANCE,
+    LABEL_VERSION,
+    LABEL_COMPONENT,
+    LABEL_PART_OF,
+    LABEL_MANAGED_BY,
+)
+#: Bounds of spec fields (documented in the CRD and the README).
+MAX_REPLICAS: Final = 100
+MAX_SHUTDOWN_GRACE: Final = "1h"
+#: The longest condition message in status (metav1.Condition's bound).
+MAX_CONDITION_MESSAGE: Final = 32768
 
 CONTAINER_NAME: Final = "worker"
 METRICS_PORT_NAME: Final = "metrics"

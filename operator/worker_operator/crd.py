@@ -23,6 +23,9 @@ from worker_operator.constants import (
     GROUP,
     KIND,
     LIST_KIND,
+    MAX_CONDITION_MESSAGE,
+    MAX_REPLICAS,
+    MAX_SHUTDOWN_GRACE,
     PLURAL,
     RESERVED_POD_LABELS,
     SHORT_NAMES,
@@ -30,7 +33,15 @@ from worker_operator.constants import (
     VERSION,
 )
 
-__all__ = ["DURATION_PATTERN", "MIN_LEASE_TTL", "MIN_PERIOD", "WORKER_PATTERN", "build_crd"]
+__all__ = [
+    "DURATION_PATTERN",
+    "IMAGE_PATTERN",
+    "MAX_DURATION",
+    "MIN_LEASE_TTL",
+    "MIN_PERIOD",
+    "WORKER_PATTERN",
+    "build_crd",
+]
 
 Schema = dict[str, Any]
 
@@ -49,6 +60,20 @@ DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
     r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+#: The longest duration of any field (one year), and the number form CEL's ``duration()``
+#: converts without overflow (at most five digits before each unit).
+MAX_DURATION = "8760h"
+_CONVERTIBLE_DURATION_PATTERN = r"^([0-9]{1,5}([.][0-9]+)?(ms|s|m|h))+$"
+#: A container image reference (distribution's grammar): an optional registry (with a dot,
+#: a port or localhost), lower-case path components, an optional tag and digest.
+_DOMAIN_PART = r"([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_PATH_PART = r"[a-z0-9]+(([._]|__|[-]+)[a-z0-9]+)*"
+IMAGE_PATTERN = (
+    rf"^((localhost|{_DOMAIN_PART}([.]{_DOMAIN_PART})+|{_DOMAIN_PART}:[0-9]+)(:[0-9]+)?/)?"
+    rf"{_PATH_PART}(/{_PATH_PART})*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
 )
 MIN_PERIOD = "100ms"
 MIN_LEASE_TTL = "500ms"
@@ -178,7 +203,8 @@ def _list(
 
 
 def _is_duration(expr: str) -> str:
-    return f"{expr}.matches('{DURATION_PATTERN}')"
+    """``expr`` is a duration CEL's ``duration()`` converts (the guard of every conversion)."""
+    return f"{expr}.matches('{_CONVERTIBLE_DURATION_PATTERN}')"
 
 
 def _duration(
@@ -187,16 +213,22 @@ def _duration(
     what: str,
     default: str | None = None,
     minimum: str | None = None,
+    maximum: str = MAX_DURATION,
     positive: bool = False,
 ) -> Schema:
     """A duration string, checked with CEL so the message names the field and the value."""
     rules = [
         _rule(
-            _is_duration("self"),
+            f"self.matches('{DURATION_PATTERN}')",
             message_expression=(
                 f"'{what} ' + self + ' is not a duration; expected e.g. 500ms, 30s, 10m, 1h30m'"
             ),
-        )
+        ),
+        _rule(
+            f"!self.matches('{DURATION_PATTERN}') || "
+            f"({_is_duration('self')} && duration(self) <= duration('{maximum}'))",
+            message_expression=f"'{what} ' + self + ' is longer than the maximum {maximum}'",
+        ),
     ]
     if minimum is not None:
         rules.append(
@@ -362,7 +394,10 @@ def _env_from_source() -> Schema:
         "A ConfigMap or Secret whose keys all become environment variables "
         "(the standard EnvFromSource).",
         {
-            "prefix": _string("Prefix added to every variable name."),
+            "prefix": _string(
+                "Prefix added to every variable name (not one that makes TICKWORK_* names).",
+                max_length=253,
+            ),
             "configMapRef": _object("The ConfigMap.", ref, required=["name"], atomic=True),
             "secretRef": _object("The Secret.", ref, required=["name"], atomic=True),
         },
@@ -723,8 +758,12 @@ def _spec() -> Schema:
                 max_length=512,
                 rules=[
                     _rule(
-                        "!self.matches('[[:space:]]')",
-                        message="image must not contain whitespace",
+                        f"self.matches('{IMAGE_PATTERN}')",
+                        message_expression=(
+                            "'image ' + self + ' is not an image reference; expected e.g. "
+                            "registry.example.com/admin-workers:1.4.2 (lower-case name, "
+                            "optional :tag and @sha256:digest)'"
+                        ),
                     )
                 ],
             ),
@@ -762,9 +801,11 @@ def _spec() -> Schema:
             ),
             "schedule": _schedule(),
             "replicas": _integer(
-                "How many replicas run (one executes each tick under the lease). More than "
-                "one needs redis. kubectl scale bgw/NAME --replicas=N sets it.",
+                f"How many replicas run (0 to {MAX_REPLICAS}; one executes each tick under the "
+                "lease). More than one needs redis. kubectl scale bgw/NAME --replicas=N sets "
+                "it.",
                 minimum=0,
+                maximum=MAX_REPLICAS,
                 default=DEFAULTS.replicas,
             ),
             "suspend": _boolean(
@@ -792,10 +833,12 @@ def _spec() -> Schema:
                 default={},
             ),
             "shutdownGrace": _duration(
-                "How long in-flight ticks may finish after SIGTERM. The pod's "
-                "terminationGracePeriodSeconds is this plus 10 seconds.",
+                f"How long in-flight ticks may finish after SIGTERM (at most "
+                f"{MAX_SHUTDOWN_GRACE}). The pod's terminationGracePeriodSeconds is this plus "
+                "10 seconds.",
                 what="shutdownGrace",
                 default=DEFAULTS.shutdown_grace,
+                maximum=MAX_SHUTDOWN_GRACE,
             ),
             "log": _object(
                 "The runtime's log output.",
@@ -832,6 +875,14 @@ def _spec() -> Schema:
                 "(explicit env and the operator's TICKWORK_* variables win).",
                 _env_from_source(),
                 max_items=32,
+                rules=[
+                    _rule(
+                        "self.all(e, !has(e.prefix) || !(e.prefix.startsWith('TICKWORK_') || "
+                        "'TICKWORK_'.startsWith(e.prefix)) || e.prefix == '')",
+                        message="envFrom prefix must not make TICKWORK_* variables; the "
+                        "operator sets them from the spec",
+                    )
+                ],
             ),
             "resources": _resources(),
             "nodeSelector": _string_map("Node labels the pods must be scheduled on."),
@@ -916,7 +967,7 @@ def _condition() -> Schema:
                 max_length=1024,
                 pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
             ),
-            "message": _string("A human-readable explanation.", max_length=32768),
+            "message": _string("A human-readable explanation.", max_length=MAX_CONDITION_MESSAGE),
         },
         required=["type", "status", "lastTransitionTime", "reason", "message"],
     )
@@ -931,6 +982,7 @@ def _status() -> Schema:
             ),
             "replicas": _integer("Pods of the Deployment (all revisions)."),
             "readyReplicas": _integer("Pods passing their readiness probe (/readyz)."),
+            "ready": _string("Ready replicas of the desired ones, e.g. 2/2 (the READY column)."),
             "updatedReplicas": _integer("Pods of the current revision."),
             "availableReplicas": _integer("Pods ready for at least minReadySeconds."),
             "selector": _string("Label selector of the pods (for the scale subresource and HPA)."),
@@ -995,9 +1047,9 @@ def build_crd() -> dict[str, Any]:
                         },
                         {
                             "name": "Ready",
-                            "type": "integer",
-                            "jsonPath": ".status.readyReplicas",
-                            "description": "Replicas passing their readiness probe.",
+                            "type": "string",
+                            "jsonPath": ".status.ready",
+                            "description": "Ready replicas of the desired ones.",
                         },
                         {
                             "name": "Suspended",

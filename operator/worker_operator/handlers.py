@@ -1,12 +1,14 @@
-"""kopf handlers (thin): they hand a resource to the ``Reconciler`` and map its errors.
+"""kopf handlers (thin): every watch event goes to the ``Reconciler`` as it came.
 
-* create / update (of ``spec``) / resume of a ``BackgroundWorker`` → reconcile it;
-  ``InvalidSpec`` and the like become ``kopf.PermanentError`` (no retry until the spec
-  changes), ``Unavailable`` becomes ``kopf.TemporaryError`` (retried after its delay).
+* an event on a ``BackgroundWorker`` (the initial listing, added, changed, deleted) →
+  reconcile it. Only event-watching handlers are used: kopf keeps no handler progress and no
+  copy of the spec (its ``last-handled-configuration`` annotation, limited to 256 KiB) on
+  the resource, so a spec of any size the API server accepts is handled, and retries are the
+  reconciler's (with a growing delay), not kopf's.
 * an event on an owned Deployment (changed, scaled or deleted by hand; rollout progress) →
   repair drift and refresh status at once, instead of waiting for the periodic resync.
-* an event on a worker pod that reports a problem (image pull, missing Secret) → refresh
-  status, so ``Degraded`` shows without delay.
+* an event on a worker pod → remember whether it reports a problem (image pull, missing
+  Secret) and refresh status when that changed, so ``Degraded`` shows without delay.
 
 The Deployment and pod watches are filtered on the server by the managed-by label.
 """
@@ -14,9 +16,7 @@ The Deployment and pod watches are filtered on the server by the managed-by labe
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -29,7 +29,8 @@ from worker_operator.constants import (
     PLURAL,
     VERSION,
 )
-from worker_operator.reconciling import ReconcileError, Reconciler, Unavailable
+from worker_operator.kubeapi import Credentials
+from worker_operator.reconciling import Reconciler
 from worker_operator.settings import OperatorSettings
 from worker_runtime.logs import JsonFormatter
 
@@ -89,15 +90,20 @@ def configure_logging(settings: OperatorSettings) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-async def _reconcile(reconciler: Reconciler, body: Mapping[str, Any], *, trigger: str) -> None:
-    try:
-        await reconciler.reconcile(copy.deepcopy(dict(body)), trigger=trigger)
-    except Unavailable as exc:
-        raise kopf.TemporaryError(str(exc), delay=exc.delay_seconds) from None
-    except ReconcileError as exc:
-        if exc.permanent:
-            raise kopf.PermanentError(str(exc)) from None
-        raise kopf.TemporaryError(str(exc), delay=5.0) from None
+def _connection_info(credentials: Credentials, *, trust_env: bool) -> kopf.ConnectionInfo:
+    return kopf.ConnectionInfo(
+        server=credentials.server,
+        ca_path=credentials.ca_path,
+        insecure=credentials.insecure,
+        scheme=credentials.scheme,
+        token=credentials.token,
+        username=credentials.username,
+        password=credentials.password,
+        certificate_path=credentials.certificate_path,
+        private_key_path=credentials.private_key_path,
+        proxy_url=credentials.proxy_url,
+        trust_env=trust_env,
+    )
 
 
 def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
@@ -105,23 +111,15 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        info: kopf.ConnectionInfo | None = await kopf.login_via_async_client(**kwargs)
-        return info
+    async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        # kopf's watches use the very credentials of the operator's own client (--kubeconfig,
+        # $KUBECONFIG or in-cluster, chosen once in KubeApi.connect), never a second guess.
+        credentials = await reconciler.api.credentials()
+        return _connection_info(credentials, trust_env=settings.networking.trust_env)
 
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="reconcile-on-create")
-    async def on_create(body: kopf.Body, **_: Any) -> None:
-        await _reconcile(reconciler, body, trigger="create")
-
-    @kopf.on.update(
-        GROUP, VERSION, PLURAL, registry=registry, id="reconcile-on-update", field="spec"
-    )
-    async def on_update(body: kopf.Body, **_: Any) -> None:
-        await _reconcile(reconciler, body, trigger="update")
-
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="reconcile-on-resume")
-    async def on_resume(body: kopf.Body, **_: Any) -> None:
-        await _reconcile(reconciler, body, trigger="resume")
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="worker")
+    async def on_worker(event: kopf.RawEvent, **_: Any) -> None:
+        await reconciler.on_worker_event(event.get("type"), event["object"])
 
     @kopf.on.event(
         "apps",
@@ -132,18 +130,13 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
         labels={LABEL_MANAGED_BY: MANAGED_BY},
     )
     async def on_deployment(event: kopf.RawEvent, **_: Any) -> None:
-        event_type = event.get("type")
-        if event_type is None:  # the initial listing: resume handlers cover it
-            return
-        await reconciler.on_deployment_event(event_type, event["object"])
+        await reconciler.on_deployment_event(event.get("type"), event["object"])
 
     @kopf.on.event(
         "v1", "pods", registry=registry, id="worker-pod", labels={LABEL_MANAGED_BY: MANAGED_BY}
     )
     async def on_pod(event: kopf.RawEvent, **_: Any) -> None:
-        if event.get("type") in (None, "DELETED"):
-            return
-        await reconciler.on_pod_event(event["object"])
+        await reconciler.on_pod_event(event.get("type"), event["object"])
 
     return registry
 

@@ -11,12 +11,13 @@ Nothing here knows kopf.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -26,11 +27,15 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from worker_operator.constants import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from worker_operator.metrics import OperatorMetrics
 
 __all__ = [
     "ApiError",
+    "Credentials",
+    "CredentialsError",
     "Forbidden",
     "KubeApi",
+    "NamespaceTerminating",
     "NotFound",
     "Rejected",
     "RetryPolicy",
@@ -44,6 +49,7 @@ T = TypeVar("T")
 
 _APPLY = "application/apply-patch+yaml"
 _MERGE = "application/merge-patch+json"
+_JSON_PATCH = "application/json-patch+json"
 _JSON = "application/json"
 _METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
@@ -63,12 +69,20 @@ class ApiError(Exception):
         return self.status == 0 or self.status in _TRANSIENT_STATUSES
 
 
+class CredentialsError(ValueError):
+    """No usable kubeconfig or in-cluster credentials: one line for the user."""
+
+
 class NotFound(ApiError):
     pass
 
 
 class Forbidden(ApiError):
     """401/403: the operator's credentials or RBAC rules do not allow the call."""
+
+
+class NamespaceTerminating(ApiError):
+    """403 from the namespace lifecycle check: the namespace is being deleted (not RBAC)."""
 
 
 class Rejected(ApiError):
@@ -79,17 +93,23 @@ class TransientApiError(ApiError):
     """Retries ran out on a failure that may pass (conflict, throttling, 5xx, network)."""
 
 
-def _server_message(exc: ApiException) -> str:
+def _server_status(exc: ApiException) -> tuple[str, dict[str, Any]]:
+    """The server's message and its ``Status`` object (empty when the body is not one)."""
     raw: object = exc.body
     body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     if isinstance(body, str) and body:
         try:
             parsed = json.loads(body)
         except ValueError:
-            return body.strip()[:2000]
+            return body.strip()[:2000], {}
         if isinstance(parsed, dict) and parsed.get("message"):
-            return str(parsed["message"])
-    return str(exc.reason or "no message")
+            return str(parsed["message"]), parsed
+    return str(exc.reason or "no message"), {}
+
+
+def _causes(status: Mapping[str, Any]) -> set[str]:
+    details = status.get("details") or {}
+    return {str(c.get("type") or c.get("reason")) for c in details.get("causes") or ()}
 
 
 def _retry_after(exc: ApiException) -> float | None:
@@ -109,9 +129,11 @@ def classify(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, ApiException):
         status = int(exc.status or 0)
-        message = _server_message(exc)
+        message, body = _server_status(exc)
         if status == 404:
             return NotFound(status, message)
+        if status == 403 and "NamespaceTerminating" in _causes(body):
+            return NamespaceTerminating(status, message)
         if status in (401, 403):
             return Forbidden(status, message)
         if status == 0 or status in _TRANSIENT_STATUSES:
@@ -138,8 +160,47 @@ class RetryPolicy:
         return random.uniform(ceiling / 2, ceiling)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credentials:
+    """How ``KubeApi`` reaches the API server, for another client (kopf's watches) to use."""
+
+    server: str
+    ca_path: str | None
+    insecure: bool
+    scheme: str | None = None
+    token: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    certificate_path: str | None = None
+    private_key_path: str | None = None
+    proxy_url: str | None = None
+
+
+def _require_file(kubeconfig: str) -> None:
+    """Before the client library's own (misleading) message about a missing file."""
+    first = kubeconfig.split(os.pathsep)[0]
+    if not os.path.isfile(first):
+        raise CredentialsError(f"the kubeconfig {first} does not exist (or is not a file)")
+
+
 def _path(*segments: str) -> str:
     return "/" + "/".join(quote(s, safe="") for s in segments)
+
+
+def resource_of(path: str) -> str:
+    """``deployments``, ``backgroundworkers/status``... of an API path (for the metrics)."""
+    parts = path.strip("/").split("/")
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]
+    return "/".join([rest[0], *rest[2:3]]) if rest else "discovery"
+
+
+def _deployment_path(deployment: Mapping[str, Any]) -> str:
+    metadata = deployment["metadata"]
+    return _path(
+        "apis", "apps", "v1", "namespaces", metadata["namespace"], "deployments", metadata["name"]
+    )
 
 
 def worker_path(namespace: str | None, name: str | None = None) -> str:
@@ -155,26 +216,63 @@ def worker_path(namespace: str | None, name: str | None = None) -> str:
 class KubeApi:
     """Asynchronous Kubernetes calls (one ``ApiClient``, shared by every reconcile)."""
 
-    def __init__(self, api_client: Any, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        retry: RetryPolicy | None = None,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
         self._client = api_client
         self.retry = retry or RetryPolicy()
+        self._metrics = metrics
 
     @classmethod
     async def connect(
-        cls, *, kubeconfig: str | None = None, retry: RetryPolicy | None = None
+        cls,
+        *,
+        kubeconfig: str | None = None,
+        retry: RetryPolicy | None = None,
+        metrics: OperatorMetrics | None = None,
     ) -> KubeApi:
         """Credentials from ``kubeconfig``, ``$KUBECONFIG``, in-cluster, or ``~/.kube/config``."""
         configuration = k8s_client.Configuration()
         path = kubeconfig or os.environ.get("KUBECONFIG")
-        if not path and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-        else:
-            await k8s_config.load_kube_config(
-                config_file=path, client_configuration=configuration, persist_config=False
-            )
-        return cls(k8s_client.ApiClient(configuration=configuration), retry=retry)
+        if path:
+            _require_file(path)
+        try:
+            if not path and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration
+                )
+            else:
+                await k8s_config.load_kube_config(
+                    config_file=path, client_configuration=configuration, persist_config=False
+                )
+        except (k8s_config.ConfigException, OSError, ValueError) as exc:
+            where = path or "in-cluster credentials or ~/.kube/config"
+            raise CredentialsError(f"cannot use the kubeconfig {where}: {exc}") from None
+        return cls(k8s_client.ApiClient(configuration=configuration), retry=retry, metrics=metrics)
+
+    async def credentials(self) -> Credentials:
+        """The server and credentials of this client (a refreshed token, if it expires)."""
+        config = self._client.configuration
+        header = config.get_api_key_with_prefix("BearerToken")
+        if inspect.isawaitable(header):
+            header = await header
+        scheme, _, token = str(header or "").rpartition(" ")
+        return Credentials(
+            server=str(config.host),
+            ca_path=config.ssl_ca_cert or None,
+            insecure=not config.verify_ssl,
+            scheme=scheme or None,
+            token=token or None,
+            username=config.username or None,
+            password=config.password or None,
+            certificate_path=config.cert_file or None,
+            private_key_path=config.key_file or None,
+            proxy_url=config.proxy or None,
+        )
 
     async def close(self) -> None:
         await self._client.close()
@@ -197,6 +295,7 @@ class KubeApi:
         content_type: str = _JSON,
         accept: str = _JSON,
     ) -> Any:
+        self._count(method, path)
         try:
             async with asyncio.timeout(self.retry.request_timeout_seconds):
                 return await self._client.call_api(
@@ -211,6 +310,10 @@ class KubeApi:
                 )
         except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise classify(exc) from exc
+
+    def _count(self, method: str, path: str) -> None:
+        if self._metrics is not None:
+            self._metrics.api_requests.labels(method=method, resource=resource_of(path)).inc()
 
     async def request(
         self,
@@ -298,23 +401,82 @@ class KubeApi:
 
     async def apply_deployment(self, deployment: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply with the operator's field manager; forced (drift wins back)."""
-        metadata = deployment["metadata"]
         result: dict[str, Any] = await self.request(
             "PATCH",
-            _path(
-                "apis",
-                "apps",
-                "v1",
-                "namespaces",
-                metadata["namespace"],
-                "deployments",
-                metadata["name"],
-            ),
+            _deployment_path(deployment),
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             body=dict(deployment),
             content_type=_APPLY,
         )
         return result
+
+    async def replace_deployment_spec(
+        self, deployment: Mapping[str, Any], spec: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Replace the whole ``spec`` of ``deployment`` if it is still at its resourceVersion.
+
+        A JSON patch (``test`` of ``metadata.resourceVersion``, then ``replace`` of ``spec``):
+        fields other managers added go, and a concurrent change makes it fail (422) rather
+        than be overwritten unseen.
+        """
+        operations = [
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": deployment["metadata"]["resourceVersion"],
+            },
+            {"op": "replace", "path": "/spec", "value": dict(spec)},
+        ]
+        result: dict[str, Any] = await self._once(
+            "PATCH",
+            _deployment_path(deployment),
+            query=[("fieldManager", f"{FIELD_MANAGER}-repair")],
+            body=operations,
+            content_type=_JSON_PATCH,
+        )
+        return result
+
+    async def watch_deployment(
+        self, namespace: str, name: str, *, resource_version: str, timeout_seconds: int = 300
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """``(type, object)`` of the changes of one Deployment after ``resource_version``.
+
+        Ends when the server closes the watch (``timeout_seconds``); raises ``ApiError`` (410
+        when ``resource_version`` is too old to watch from).
+        """
+        query = [
+            ("watch", "true"),
+            ("fieldSelector", f"metadata.name={name}"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        path = _path("apis", "apps", "v1", "namespaces", namespace, "deployments")
+        self._count("WATCH", path)
+        try:
+            response = await self._client.call_api(
+                path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": _JSON},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout_seconds + 30,
+            )
+        except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise classify(exc) from exc
+        try:
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    raise ApiError(int(obj.get("code") or 0), str(obj.get("message") or obj))
+                yield str(event.get("type")), obj
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise classify(exc) from exc
+        finally:
+            response.release()
 
     async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         result = await self.request(

@@ -47,12 +47,28 @@ class LeaderElector:
     def leading(self) -> bool:
         return self._leading
 
-    async def acquire(self) -> None:
-        """Return once this replica holds the Lease (waits while another one does)."""
+    async def acquire(self, *, on_contact: Callable[[bool], None] = lambda ok: None) -> None:
+        """Return once this replica holds the Lease (waits while another one does).
+
+        ``on_contact(True)`` after each round that could read (and write) the Lease,
+        ``on_contact(False)`` after each that could not (no rights, no API server): a
+        replica that cannot take part in the election is not ready.
+        """
         announced = False
         while True:
             try:
-                if await self.try_acquire_or_renew():
+                acquired = await self.try_acquire_or_renew()
+            except ApiError as exc:
+                on_contact(False)
+                log.warning(
+                    "cannot read or write the leader Lease %s/%s: %s",
+                    self.namespace,
+                    self.name,
+                    exc,
+                )
+            else:
+                on_contact(True)
+                if acquired:
                     log.info(
                         "became the leader (Lease %s/%s, identity %s)",
                         self.namespace,
@@ -60,13 +76,6 @@ class LeaderElector:
                         self.identity,
                     )
                     return
-            except ApiError as exc:
-                log.warning(
-                    "cannot read or write the leader Lease %s/%s: %s",
-                    self.namespace,
-                    self.name,
-                    exc,
-                )
             if not announced:
                 holder = (self._observed_spec or {}).get("holderIdentity")
                 log.info("waiting for leadership; the Lease is held by %s", holder or "nobody")

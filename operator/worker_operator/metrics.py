@@ -51,6 +51,13 @@ class OperatorMetrics:
             ["type", "reason"],
             registry=registry,
         )
+        self.api_requests = Counter(
+            "tickwork_operator_api_requests_total",
+            "Requests the operator's own client sent to the Kubernetes API (kopf's watches "
+            "not included), by method and resource.",
+            ["method", "resource"],
+            registry=registry,
+        )
         self.leader = Gauge(
             "tickwork_operator_leader",
             "1 while this replica holds the leader Lease and reconciles, else 0.",

@@ -1,46 +1,65 @@
 """Reconciling: one ``BackgroundWorker`` → its Deployment (server-side applied) → its status.
 
-Every trigger (create, update, resume, the periodic resync, an event on an owned Deployment or
-pod) ends in the same level-based ``_reconcile``: read the spec, build the Deployment, apply
-it when it may differ from what was last applied, then read the rollout and publish
-``status`` (and Events when ``Degraded`` changes). One lock per resource keeps triggers in
-order; a resource seen at an older generation than one already applied is left alone.
+The operator's view of the cluster comes from kopf's watches (``on_worker_event``,
+``on_deployment_event``, ``on_pod_event``): the latest BackgroundWorker, its Deployment and
+its pods with a problem are kept per worker, so a reconcile reads no resource that a watch
+already showed. A watch event older than what the operator already saw (an echo of its own
+write, or one overtaken by a newer one: ``resourceVersion``) changes nothing.
 
-Failures are raised as ``ReconcileError`` subclasses after they were recorded in ``status``:
-``InvalidSpec``, ``DeploymentConflict`` and ``DeploymentRejected`` are permanent for this
-spec; ``Unavailable`` may pass (the API failed transiently, or RBAC forbids a call).
+Every trigger ends in the same level-based ``_reconcile``: parse the spec, build the
+Deployment, apply it when it may differ from what was last applied, take back fields other
+managers added to its ``spec`` (``ownership.foreign_fields``), then publish ``status`` (and
+Events when something changed). One lock per resource keeps triggers in order; a resource
+seen at an older generation than one already applied is left alone.
+
+Failures are ``ReconcileError`` subclasses, recorded in ``status`` where the user must act:
+``InvalidSpec``, ``DeploymentConflict`` and ``DeploymentRejected`` are permanent for this spec
+(a conflict is re-checked as soon as the conflicting Deployment changes or goes);
+``Unavailable`` may pass (the API failed transiently, or RBAC forbids a call) and is retried
+with a growing delay; ``Gone`` (the resource or its namespace is being deleted) ends quietly.
+Every ``ApiError`` of the I/O layer is mapped to one of them by ``_failure``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker_operator.builders import build_deployment, build_event, selector_string
+from worker_operator.builders import build_deployment, deployment_name
 from worker_operator.conditions import Assessment, Problem, assess, pod_problem
 from worker_operator.constants import (
     API_VERSION,
+    FIELD_MANAGER,
     KIND,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     MANAGED_BY,
 )
-from worker_operator.kubeapi import ApiError, Forbidden, KubeApi, Rejected, TransientApiError
+from worker_operator.kubeapi import (
+    ApiError,
+    Forbidden,
+    KubeApi,
+    NamespaceTerminating,
+    NotFound,
+    Rejected,
+)
 from worker_operator.metrics import OperatorMetrics, Result
+from worker_operator.ownership import controller_of, foreign_fields, labelled_for
+from worker_operator.queueing import Backoff, WorkQueue
+from worker_operator.recording import EventRecorder, involved
 from worker_operator.settings import OperatorSettings
 from worker_operator.spec import SpecError, WorkerSpec, parse_worker
 
 __all__ = [
     "DeploymentConflict",
     "DeploymentRejected",
+    "Gone",
     "InvalidSpec",
     "Outcome",
     "ReconcileError",
@@ -52,6 +71,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+
+#: Retries of a transient failure: from the failure's own delay up to this.
+_MAX_RETRY_SECONDS = 300.0
+_TRIGGERS = {None: "resume", "ADDED": "create", "MODIFIED": "update"}
 
 
 class ReconcileError(Exception):
@@ -68,9 +91,20 @@ class DeploymentConflict(ReconcileError):
     result = Result.CONFLICT
     permanent = True
 
+    def __init__(self, message: str, *, resource_version: str = "") -> None:
+        super().__init__(message)
+        self.resource_version = resource_version
+
 
 class DeploymentRejected(ReconcileError):
     result = Result.REJECTED
+    permanent = True
+
+
+class Gone(ReconcileError):
+    """The resource, or its namespace, is being deleted: nothing to do, nothing to report."""
+
+    result = Result.SKIPPED
     permanent = True
 
 
@@ -80,6 +114,20 @@ class Unavailable(ReconcileError):
     def __init__(self, message: str, *, delay_seconds: float) -> None:
         super().__init__(message)
         self.delay_seconds = delay_seconds
+
+
+def _failure(exc: ApiError) -> ReconcileError:
+    """The one mapping of the I/O layer's errors to the reconciler's."""
+    if isinstance(exc, NamespaceTerminating | NotFound):
+        return Gone(str(exc))
+    if isinstance(exc, Forbidden):
+        return Unavailable(
+            f"the operator is not allowed to do this (check its RBAC rules): {exc.message}",
+            delay_seconds=60.0,
+        )
+    if isinstance(exc, Rejected):
+        return DeploymentRejected(f"the API server refused the request: {exc.message}")
+    return Unavailable(str(exc), delay_seconds=5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,32 +144,98 @@ class _Applied:
     deployment_generation: int
 
 
-_UNSET: Any = object()
-
-
 def owner_name(obj: Mapping[str, Any]) -> str | None:
     """The BackgroundWorker that controls ``obj`` (a Deployment), from its owner reference."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
-        if (
-            ref.get("controller")
-            and ref.get("kind") == KIND
-            and ref.get("apiVersion") == API_VERSION
-        ):
-            return str(ref.get("name"))
+    ref = controller_of(obj)
+    if ref is not None and ref.get("kind") == KIND and ref.get("apiVersion") == API_VERSION:
+        return str(ref.get("name"))
+    return None
+
+
+def _worker_of(obj: Mapping[str, Any]) -> str | None:
+    """The worker a Deployment or pod belongs to: its owner, else the operator's labels."""
+    name = owner_name(obj)
+    if name is not None:
+        return name
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    if labels.get(LABEL_MANAGED_BY) == MANAGED_BY and labels.get(LABEL_INSTANCE):
+        return str(labels[LABEL_INSTANCE])
     return None
 
 
 def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or ()
-    return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
+    ref = controller_of(obj)
+    return ref is not None and ref.get("uid") == uid
+
+
+def _meta(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return (obj or {}).get("metadata") or {}
 
 
 def _generation(obj: Mapping[str, Any] | None) -> int:
-    return int(((obj or {}).get("metadata") or {}).get("generation") or 0)
+    return int(_meta(obj).get("generation") or 0)
+
+
+def _newer(candidate: Mapping[str, Any], known: Mapping[str, Any] | None) -> bool:
+    """Whether ``candidate`` is a later state of ``known`` (another object counts as newer)."""
+    if known is None or _meta(candidate).get("uid") != _meta(known).get("uid"):
+        return True
+    new, old = _meta(candidate).get("resourceVersion"), _meta(known).get("resourceVersion")
+    try:
+        return int(str(new)) > int(str(old))
+    except ValueError:  # resourceVersions are opaque; etcd's are integers
+        return new != old
+
+
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _compact_worker(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the reconciler reads of a BackgroundWorker (no managedFields, no kubectl copy)."""
+    kept = copy.deepcopy({k: v for k, v in body.items() if k != "metadata"})
+    metadata = {k: v for k, v in _meta(body).items() if k not in ("managedFields", "annotations")}
+    annotations = {
+        k: v for k, v in (_meta(body).get("annotations") or {}).items() if k != _LAST_APPLIED
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    kept["metadata"] = copy.deepcopy(metadata)
+    return kept
+
+
+_DEPLOYMENT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "labels",
+    "ownerReferences",
+)
+
+
+def _compact_deployment(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """What the reconciler reads of a Deployment: identity, owners, status, foreign fields."""
+    metadata = _meta(deployment)
+    return {
+        "metadata": copy.deepcopy({k: metadata[k] for k in _DEPLOYMENT_METADATA if k in metadata}),
+        "status": copy.deepcopy(deployment.get("status") or {}),
+        "foreign": foreign_fields(deployment, own_manager=FIELD_MANAGER),
+    }
+
+
+def _compact_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``pod_problem`` reads of a pod."""
+    status = pod.get("status") or {}
+    keys = ("initContainerStatuses", "containerStatuses", "conditions")
+    return {
+        "metadata": {"name": _meta(pod).get("name")},
+        "status": copy.deepcopy({k: status[k] for k in keys if k in status}),
+    }
 
 
 def _labels_match(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    have = (current.get("metadata") or {}).get("labels") or {}
+    have = _meta(current).get("labels") or {}
     want = desired["metadata"]["labels"]
     return all(have.get(k) == v for k, v in want.items())
 
@@ -130,19 +244,19 @@ def _status_changed(previous: Mapping[str, Any], new: Mapping[str, Any]) -> bool
     return any(previous.get(k) != v for k, v in new.items())
 
 
-def _involved(body: Mapping[str, Any]) -> dict[str, Any]:
-    metadata = body.get("metadata") or {}
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": metadata.get("name"),
-        "namespace": metadata.get("namespace"),
-        "uid": metadata.get("uid"),
-    }
+def _key_of(obj: Mapping[str, Any]) -> Key:
+    return (str(_meta(obj).get("namespace")), str(_meta(obj).get("name")))
+
+
+def _about(body: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = _meta(body)
+    return involved(
+        str(metadata.get("namespace")), str(metadata.get("name")), str(metadata.get("uid", ""))
+    )
 
 
 class Reconciler:
-    """Reconciles BackgroundWorkers; shared by every handler and the resync loop."""
+    """Reconciles BackgroundWorkers; shared by every handler and the periodic loop."""
 
     def __init__(
         self,
@@ -158,109 +272,154 @@ class Reconciler:
         self.metrics = metrics
         self._now = now
         self._monotonic = monotonic
-        self._locks: weakref.WeakValueDictionary[Key, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.queue: WorkQueue[Key] = WorkQueue(monotonic=monotonic)
+        self.recorder = EventRecorder(api=api, metrics=metrics, instance=settings.identity, now=now)
+        self._degraded_backoff = Backoff(
+            initial_seconds=settings.degraded_recheck_seconds,
+            max_seconds=settings.degraded_recheck_max_seconds,
+        )
+        self._locks: dict[Key, asyncio.Lock] = {}
         self._applied: dict[Key, _Applied] = {}
-        self._requeue: dict[Key, float] = {}
-        self._wake = asyncio.Event()
+        #: The latest state the watches (or the operator's own writes) showed, per worker.
+        self._workers: dict[Key, dict[str, Any]] = {}
+        self._deployments: dict[Key, dict[str, Any]] = {}
+        self._pod_problems: dict[Key, dict[str, dict[str, Any]]] = {}
+        self._conflict_watches: dict[Key, asyncio.Task[None]] = {}
+        self._group: asyncio.TaskGroup | None = None
         self._secret_check_forbidden = False
-        #: The last Warning posted per resource, so a repeated assessment posts it once.
-        self._last_warning: dict[Key, tuple[str, str]] = {}
 
-    # ------------------------------------------------------------------ entry points
+    # ------------------------------------------------------------------ watch events
 
-    async def reconcile(self, body: Mapping[str, Any], *, trigger: str) -> Outcome:
-        """Apply and report one resource as given (create, update, resume, resync)."""
-        key = self._key(body)
-        async with self._lock(key):
-            return await self._measured(trigger, body, force_apply=True)
-
-    async def reconcile_key(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        trigger: str,
-        observed_deployment: Mapping[str, Any] | None = _UNSET,
-        force_apply: bool = False,
-    ) -> Outcome:
-        """Read the resource afresh, then reconcile it; apply only if drift is possible.
-
-        ``observed_deployment`` is the Deployment as a watch event just showed it (``None``
-        when it was deleted); when not given, it is read from the API.
-        """
-        key = (namespace, name)
-        async with self._lock(key):
-            try:
-                body = await self.api.get_worker(namespace, name)
-            except ApiError as exc:
-                self.metrics.observe(trigger=trigger, result=Result.TRANSIENT_ERROR, seconds=0.0)
-                raise Unavailable(str(exc), delay_seconds=5.0) from exc
-            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-                self.forget(key)
-                self.metrics.observe(trigger=trigger, result=Result.SKIPPED, seconds=0.0)
-                return Outcome(Result.SKIPPED)
-            return await self._measured(
-                trigger, body, force_apply=force_apply, observed_deployment=observed_deployment
-            )
+    async def on_worker_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A BackgroundWorker was listed, added, changed or deleted."""
+        key = _key_of(body)
+        if event_type == "DELETED":
+            self.forget(key)
+            return
+        if not _newer(body, self._workers.get(key)):
+            return  # an echo of the operator's own status write, or an overtaken event
+        self._workers[key] = _compact_worker(body)
+        await self._quietly(key, trigger=_TRIGGERS.get(event_type, "update"))
 
     async def on_deployment_event(
         self, event_type: str | None, deployment: Mapping[str, Any]
     ) -> None:
-        """An owned Deployment changed or vanished: repair drift and refresh status."""
-        metadata = deployment.get("metadata") or {}
-        owner = owner_name(deployment)
-        if owner is None:
+        """An owned Deployment was listed, changed or deleted: repair drift, refresh status."""
+        name = _worker_of(deployment)
+        if name is None or name != _meta(deployment).get("name"):
             return
-        observed = None if event_type == "DELETED" else deployment
-        await self._quietly(
-            str(metadata.get("namespace")),
-            owner,
-            trigger="deployment",
-            observed_deployment=observed,
-        )
+        key = (str(_meta(deployment).get("namespace")), name)
+        known = self._deployments.get(key)
+        if event_type == "DELETED":
+            if known is not None and _meta(known).get("uid") != _meta(deployment).get("uid"):
+                return  # the Deployment that went was already replaced
+            self._deployments.pop(key, None)
+            # Deleted by hand, or by the garbage collector after its worker: read the worker
+            # afresh before bringing the Deployment back.
+            self._workers.pop(key, None)
+        elif _newer(deployment, known):
+            self._deployments[key] = _compact_deployment(deployment)
+        else:
+            return  # the operator already saw this state or a later one
+        if event_type is None:
+            return  # the initial listing: the workers' own listing reconciles them
+        await self._quietly(key, trigger="deployment")
 
-    async def on_pod_event(self, pod: Mapping[str, Any]) -> None:
-        """A worker pod reports a problem (image pull, missing Secret, crash loop): report it."""
-        if pod_problem(pod) is None:
-            return
-        metadata = pod.get("metadata") or {}
+    async def on_pod_event(self, event_type: str | None, pod: Mapping[str, Any]) -> None:
+        """A worker pod changed: reconcile when its problem (image pull, Secret...) changed."""
+        metadata = _meta(pod)
         instance = (metadata.get("labels") or {}).get(LABEL_INSTANCE)
         if (metadata.get("labels") or {}).get(LABEL_MANAGED_BY) != MANAGED_BY or not instance:
             return
-        await self._quietly(str(metadata.get("namespace")), str(instance), trigger="pod")
+        key = (str(metadata.get("namespace")), str(instance))
+        pod_name = str(metadata.get("name"))
+        problems = self._pod_problems.setdefault(key, {})
+        before = problems.get(pod_name)
+        gone = event_type == "DELETED" or metadata.get("deletionTimestamp")
+        problem = None if gone else pod_problem(pod)
+        if problem is None:
+            problems.pop(pod_name, None)
+            if not problems:
+                del self._pod_problems[key]
+        else:
+            problems[pod_name] = _compact_pod(pod)
+        if (before is None) == (problem is None) and (
+            before is None or pod_problem(before) == problem
+        ):
+            return
+        if event_type is not None and key in self._workers:
+            await self._quietly(key, trigger="pod")
+
+    # ------------------------------------------------------------------ entry points
+
+    async def reconcile(self, body: Mapping[str, Any], *, trigger: str) -> Outcome:
+        """Apply and report one resource as given (raises what ``_quietly`` would log)."""
+        key = _key_of(body)
+        if _newer(body, self._workers.get(key)):
+            self._workers[key] = _compact_worker(body)
+        async with self._lock(key):
+            return await self._measured(trigger, copy.deepcopy(dict(body)), force_apply=True)
+
+    async def reconcile_key(
+        self, namespace: str, name: str, *, trigger: str, force_apply: bool = False
+    ) -> Outcome:
+        """Reconcile the latest known state of a resource (read from the API if unknown)."""
+        key = (namespace, name)
+        async with self._lock(key):
+            body = self._workers.get(key)
+            if body is None:
+                try:
+                    body = await self.api.get_worker(namespace, name)
+                except ApiError as exc:
+                    error = _failure(exc)
+                    self.metrics.observe(trigger=trigger, result=error.result, seconds=0.0)
+                    raise error from None
+                if body is not None:
+                    self._workers[key] = body = _compact_worker(body)
+            if body is None or _meta(body).get("deletionTimestamp"):
+                self.metrics.observe(trigger=trigger, result=Result.SKIPPED, seconds=0.0)
+                return Outcome(Result.SKIPPED)
+            return await self._measured(trigger, body, force_apply=force_apply)
 
     def requeue(self, key: Key, *, delay_seconds: float) -> None:
         """Reconcile ``key`` again after ``delay_seconds`` (the earliest request wins)."""
-        deadline = self._monotonic() + delay_seconds
-        current = self._requeue.get(key)
-        if current is None or deadline < current:
-            self._requeue[key] = deadline
-            self._wake.set()
+        self.queue.add_after(key, delay_seconds)
 
     def forget(self, key: Key) -> None:
+        """The resource is gone: drop everything known about it."""
         self._applied.pop(key, None)
-        self._requeue.pop(key, None)
-        self._last_warning.pop(key, None)
+        self._workers.pop(key, None)
+        self._deployments.pop(key, None)
+        self._pod_problems.pop(key, None)
+        self.queue.forget(key)
+        self.recorder.forget(key)
+        self._stop_conflict_watch(key)
+        lock = self._locks.get(key)
+        if lock is not None and not lock.locked():
+            del self._locks[key]
 
     async def run_periodic(self, stop: asyncio.Event) -> None:
         """Requeued resources when due, and every resource once per resync interval."""
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            try:
+                await self._loop(stop)
+            finally:
+                self._group = None
+                for task in self._conflict_watches.values():
+                    task.cancel()
+                self._conflict_watches.clear()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         next_resync = self._monotonic() + self.settings.resync_interval_seconds
         while not stop.is_set():
-            now = self._monotonic()
-            wake_at = min([next_resync, *self._requeue.values()])
-            self._wake.clear()
-            if wake_at > now:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wake_at - now):
-                        await _first_of(stop, self._wake)
-                continue
-            now = self._monotonic()
-            due = [key for key, at in self._requeue.items() if at <= now]
-            for key in due:
-                del self._requeue[key]
+            await self.queue.wait(stop, until=next_resync)
+            if stop.is_set():
+                return
+            due = self.queue.due()
             if due:
                 await self._each(due, trigger="requeue")
-            if now >= next_resync:
+            if self._monotonic() >= next_resync:
                 await self.resync_all()
                 next_resync = self._monotonic() + self.settings.resync_interval_seconds
 
@@ -278,9 +437,11 @@ class Reconciler:
                     exc,
                 )
                 continue
-            keys.extend(
-                (str(i["metadata"]["namespace"]), str(i["metadata"]["name"])) for i in items
-            )
+            for item in items:
+                key = _key_of(item)
+                if _newer(item, self._workers.get(key)):
+                    self._workers[key] = _compact_worker(item)
+                keys.append(key)
         await self._each(keys, trigger="resync", force_apply=True)
         self.metrics.last_resync.set(time.time())
 
@@ -289,14 +450,8 @@ class Reconciler:
     def _lock(self, key: Key) -> asyncio.Lock:
         lock = self._locks.get(key)
         if lock is None:
-            lock = asyncio.Lock()
-            self._locks[key] = lock
+            lock = self._locks[key] = asyncio.Lock()
         return lock
-
-    @staticmethod
-    def _key(body: Mapping[str, Any]) -> Key:
-        metadata = body.get("metadata") or {}
-        return (str(metadata.get("namespace")), str(metadata.get("name")))
 
     async def _each(self, keys: list[Key], *, trigger: str, force_apply: bool = False) -> None:
         gate = asyncio.Semaphore(self.settings.resync_concurrency)
@@ -304,7 +459,7 @@ class Reconciler:
         async def one(key: Key) -> None:
             async with gate:
                 try:
-                    await self._quietly(*key, trigger=trigger, force_apply=force_apply)
+                    await self._quietly(key, trigger=trigger, force_apply=force_apply)
                 except Exception:  # a bug with one resource must not stop the others
                     log.exception("%s/%s: reconcile failed", *key)
 
@@ -312,47 +467,30 @@ class Reconciler:
             for key in keys:
                 group.create_task(one(key))
 
-    async def _quietly(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        trigger: str,
-        observed_deployment: Mapping[str, Any] | None = _UNSET,
-        force_apply: bool = False,
-    ) -> None:
-        """Reconcile outside kopf's handlers: log failures and requeue what may pass."""
-        key = (namespace, name)
+    async def _quietly(self, key: Key, *, trigger: str, force_apply: bool = False) -> None:
+        """Reconcile, log a failure once, and retry what may pass with a growing delay."""
         try:
-            await self.reconcile_key(
-                namespace,
-                name,
-                trigger=trigger,
-                observed_deployment=observed_deployment,
-                force_apply=force_apply,
-            )
+            await self.reconcile_key(*key, trigger=trigger, force_apply=force_apply)
         except Unavailable as exc:
-            log.warning("%s/%s: %s; retrying in %.0fs", namespace, name, exc, exc.delay_seconds)
-            self.requeue(key, delay_seconds=exc.delay_seconds)
+            delay = self.queue.backoff(
+                key,
+                "error",
+                Backoff(initial_seconds=exc.delay_seconds, max_seconds=_MAX_RETRY_SECONDS),
+            )
+            log.warning("%s/%s: %s; retrying in %.0fs", *key, exc, delay)
+        except Gone as exc:
+            log.debug("%s/%s: skipped: %s", *key, exc)
         except ReconcileError as exc:
-            log.info("%s/%s: %s", namespace, name, exc)
-        except ApiError as exc:
-            log.warning("%s/%s: %s; retrying in 5s", namespace, name, exc)
-            self.requeue(key, delay_seconds=5.0)
+            log.info("%s/%s: %s", *key, exc)
+        else:
+            self.queue.reset(key, "error")
 
     async def _measured(
-        self,
-        trigger: str,
-        body: Mapping[str, Any],
-        *,
-        force_apply: bool,
-        observed_deployment: Mapping[str, Any] | None = _UNSET,
+        self, trigger: str, body: Mapping[str, Any], *, force_apply: bool
     ) -> Outcome:
         started = self._monotonic()
         try:
-            outcome = await self._reconcile(
-                body, force_apply=force_apply, observed_deployment=observed_deployment
-            )
+            outcome = await self._reconcile(body, force_apply=force_apply)
         except ReconcileError as exc:
             self.metrics.observe(
                 trigger=trigger, result=exc.result, seconds=self._monotonic() - started
@@ -363,19 +501,14 @@ class Reconciler:
         )
         return outcome
 
-    async def _reconcile(
-        self,
-        body: Mapping[str, Any],
-        *,
-        force_apply: bool,
-        observed_deployment: Mapping[str, Any] | None,
-    ) -> Outcome:
-        key = self._key(body)
+    async def _reconcile(self, body: Mapping[str, Any], *, force_apply: bool) -> Outcome:
+        key = _key_of(body)
         generation = _generation(body)
-        previous_status: Mapping[str, Any] = body.get("status") or {}
         applied = self._applied.get(key)
-        uid = str((body.get("metadata") or {}).get("uid", ""))
-        if applied is not None and applied.uid == uid and generation < applied.worker_generation:
+        uid = str(_meta(body).get("uid", ""))
+        if applied is not None and applied.uid != uid:
+            applied = None
+        if applied is not None and generation < applied.worker_generation:
             log.debug(
                 "%s/%s: generation %d is older than the applied %d; skipped",
                 *key,
@@ -391,45 +524,39 @@ class Reconciler:
             raise InvalidSpec(str(exc)) from None
 
         try:
-            deployment = await self._apply(
-                worker,
-                applied=applied if applied is not None and applied.uid == uid else None,
-                force_apply=force_apply,
-                observed=observed_deployment,
-            )
-            pods = await self.api.list_pods(worker.namespace, selector_string(worker.name))
+            deployment = await self._apply(worker, applied=applied, force_apply=force_apply)
             missing = await self._missing_secrets(worker)
         except DeploymentConflict as exc:
             await self._publish(
                 body, self._failed(body, Problem("DeploymentConflict", str(exc)), worker)
             )
+            self._watch_conflict(key, worker, exc.resource_version)
             raise
-        except Rejected as exc:
-            message = f"the API server refused the Deployment: {exc.message}"
-            await self._publish(
-                body, self._failed(body, Problem("DeploymentRejected", message), worker)
-            )
-            raise DeploymentRejected(message) from None
-        except Forbidden as exc:
-            raise Unavailable(
-                f"the operator is not allowed to do this (check its RBAC rules): {exc.message}",
-                delay_seconds=60.0,
-            ) from None
-        except TransientApiError as exc:
-            raise Unavailable(str(exc), delay_seconds=5.0) from None
+        except ApiError as exc:
+            error = _failure(exc)
+            if isinstance(error, DeploymentRejected):
+                message = f"the API server refused the Deployment: {exc.message}"
+                await self._publish(
+                    body, self._failed(body, Problem("DeploymentRejected", message), worker)
+                )
+                raise DeploymentRejected(message) from None
+            raise error from None
+        self._stop_conflict_watch(key)
 
         assessment = assess(
             generation=generation,
-            previous_status=previous_status,
+            previous_status=body.get("status") or {},
             now=self._now(),
             worker=worker,
             deployment=deployment,
-            pods=pods,
+            pods=list(self._pod_problems.get(key, {}).values()),
             missing_secrets=missing,
         )
         await self._publish(body, assessment)
         if assessment.degraded:
-            self.requeue(key, delay_seconds=self.settings.degraded_recheck_seconds)
+            self.queue.backoff(key, "degraded", self._degraded_backoff)
+        else:
+            self.queue.reset(key, "degraded")
         return Outcome(
             Result.DEGRADED if assessment.degraded else Result.SUCCESS,
             ready=assessment.ready,
@@ -447,62 +574,97 @@ class Reconciler:
             problem=problem,
         )
 
+    async def _current(self, worker: WorkerSpec) -> dict[str, Any] | None:
+        """The Deployment as the watch last showed it, else as the API has it now."""
+        known = self._deployments.get(worker.key)
+        if known is not None:
+            return known
+        found = await self.api.get_deployment(worker.namespace, deployment_name(worker))
+        return None if found is None else _compact_deployment(found)
+
     async def _apply(
-        self,
-        worker: WorkerSpec,
-        *,
-        applied: _Applied | None,
-        force_apply: bool,
-        observed: Mapping[str, Any] | None,
+        self, worker: WorkerSpec, *, applied: _Applied | None, force_apply: bool
     ) -> dict[str, Any]:
         desired = build_deployment(worker, self.settings)
         name = desired["metadata"]["name"]
-        if observed is _UNSET:
-            current = await self.api.get_deployment(worker.namespace, name)
-        else:
-            current = None if observed is None else copy.deepcopy(dict(observed))
+        current = await self._current(worker)
+        adopting = False
         if current is not None and not _controlled_by(current, worker.uid):
-            raise DeploymentConflict(
-                f"Deployment {worker.namespace}/{name} exists and is not owned by this "
-                "BackgroundWorker; delete or rename it"
-            )
-        drifted = current is None or (
-            applied is not None
-            and (
-                _generation(current) != applied.deployment_generation
-                or not _labels_match(current, desired)
+            if controller_of(current) is None and labelled_for(current, worker.name):
+                adopting = True  # the operator's own Deployment, its owner reference removed
+            else:
+                raise DeploymentConflict(
+                    f"Deployment {worker.namespace}/{name} exists and is not owned by this "
+                    "BackgroundWorker; delete or rename it",
+                    resource_version=str(_meta(current).get("resourceVersion") or ""),
+                )
+        added = list((current or {}).get("foreign") or ())
+        drifted = (
+            current is None
+            or adopting
+            or bool(added)
+            or (
+                applied is not None
+                and (
+                    _generation(current) != applied.deployment_generation
+                    or not _labels_match(current, desired)
+                )
             )
         )
-        must_apply = (
+        if not (
             force_apply
             or drifted
             or applied is None
             or applied.worker_generation != worker.generation
-        )
-        if not must_apply:
+        ):
             assert current is not None
             return current
         result = await self.api.apply_deployment(desired)
-        if (
-            drifted
-            and applied is not None
-            and applied.worker_generation == worker.generation
-            and (current is None or _generation(result) != _generation(current))
-        ):
+        added = foreign_fields(result, own_manager=FIELD_MANAGER)
+        if added:
+            try:
+                result = await self.api.replace_deployment_spec(result, desired["spec"])
+            except Rejected as exc:  # the test failed: changed meanwhile; its event follows
+                raise Unavailable(
+                    f"Deployment {name} changed while its spec was replaced: {exc.message}",
+                    delay_seconds=1.0,
+                ) from None
+        changed = current is None or _generation(result) != _generation(current)
+        by_hand = applied is not None and applied.worker_generation == worker.generation
+        about = involved(worker.namespace, worker.name, worker.uid)
+        if adopting:
+            await self.recorder.normal(
+                about,
+                "DeploymentAdopted",
+                f"Deployment {name} had lost its owner reference to this BackgroundWorker; "
+                "adopted it again",
+            )
+        elif current is not None and added:
+            self.metrics.drift_repairs.inc()
+            fields = ", ".join(added)
+            log.info(
+                "%s/%s: fields added to Deployment %s by hand: %s; removed",
+                *worker.key,
+                name,
+                fields,
+            )
+            await self.recorder.normal(
+                about,
+                "DeploymentRestored",
+                f"Deployment {name} had fields added outside the operator ({fields}); removed them",
+            )
+        elif drifted and by_hand and changed:
             what = "deleted" if current is None else "changed"
             self.metrics.drift_repairs.inc()
-            log.info("%s/%s: the Deployment was %s by hand; put back", worker.namespace, name, what)
-            await self._event(
-                _involved_of(worker),
-                "Normal",
+            log.info("%s/%s: the Deployment was %s by hand; put back", *worker.key, what)
+            await self.recorder.normal(
+                about,
                 "DeploymentRestored",
                 f"Deployment {name} was {what} outside the operator; restored it",
             )
         elif current is None:
-            await self._event(
-                _involved_of(worker), "Normal", "DeploymentCreated", f"created Deployment {name}"
-            )
-        if current is None or _generation(result) != _generation(current):
+            await self.recorder.normal(about, "DeploymentCreated", f"created Deployment {name}")
+        if changed:
             log.info(
                 "%s/%s: applied Deployment %s (generation %d, %d replicas)",
                 worker.namespace,
@@ -511,6 +673,8 @@ class Reconciler:
                 _generation(result),
                 worker.desired_replicas,
             )
+        if _newer(result, self._deployments.get(worker.key)):
+            self._deployments[worker.key] = _compact_deployment(result)
         self._applied[worker.key] = _Applied(
             uid=worker.uid,
             worker_generation=worker.generation,
@@ -541,62 +705,70 @@ class Reconciler:
         return missing
 
     async def _publish(self, body: Mapping[str, Any], assessment: Assessment) -> None:
-        metadata = body.get("metadata") or {}
-        namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
+        key = _key_of(body)
         previous = body.get("status") or {}
         if _status_changed(previous, assessment.status):
             try:
-                await self.api.patch_worker_status(namespace, name, assessment.status)
+                result = await self.api.patch_worker_status(*key, assessment.status)
             except ApiError as exc:
-                if exc.status == 404:
-                    return
-                raise
-        key = (namespace, name)
+                raise _failure(exc) from None
+            if _newer(result, self._workers.get(key)):
+                self._workers[key] = _compact_worker(result)
+        about = _about(body)
         for intent in assessment.events:
             if intent.event_type == "Warning":
-                if self._last_warning.get(key) == (intent.reason, intent.message):
-                    continue
-                self._last_warning[key] = (intent.reason, intent.message)
-                log.warning(
-                    "%s/%s is degraded: %s: %s", namespace, name, intent.reason, intent.message
-                )
+                await self.recorder.warning(about, intent.reason, intent.message)
             else:
-                self._last_warning.pop(key, None)
-            await self._event(_involved(body), intent.event_type, intent.reason, intent.message)
+                await self.recorder.normal(about, intent.reason, intent.message, clears=True)
 
-    async def _event(
-        self, involved: dict[str, Any], event_type: str, reason: str, message: str
-    ) -> None:
-        event = build_event(
-            involved=involved,
-            event_type=event_type,
-            reason=reason,
-            message=message,
-            now=self._now(),
-            instance=self.settings.identity,
-        )
-        try:
-            await self.api.create_event(event)
-        except ApiError as exc:  # an Event is worth less than the reconcile that posts it
-            log.warning("could not post the %s Event %s: %s", event_type, reason, exc)
+    # ------------------------------------------------------------------ conflicts
+
+    def _watch_conflict(self, key: Key, worker: WorkerSpec, resource_version: str) -> None:
+        """Reconcile ``key`` again as soon as the conflicting Deployment changes or goes."""
+        running = self._conflict_watches.get(key)
+        if self._group is None or (running is not None and not running.done()):
             return
-        self.metrics.events_posted.labels(type=event_type, reason=reason).inc()
+        self._conflict_watches[key] = self._group.create_task(
+            self._guarded_conflict_watch(key, deployment_name(worker), resource_version),
+            name=f"conflict watch {key[0]}/{key[1]}",
+        )
 
-
-def _involved_of(worker: WorkerSpec) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": worker.name,
-        "namespace": worker.namespace,
-        "uid": worker.uid,
-    }
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    """Return as soon as one of ``events`` is set."""
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(e.wait()) for e in events]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
+    def _stop_conflict_watch(self, key: Key) -> None:
+        task = self._conflict_watches.pop(key, None)
+        if task is not None:
             task.cancel()
+
+    async def _guarded_conflict_watch(self, key: Key, name: str, resource_version: str) -> None:
+        try:
+            await self._conflict_watch(key, name, resource_version)
+        except Exception:  # a bug here must not stop the other workers' reconciles
+            log.exception("%s/%s: watching the conflicting Deployment failed", *key)
+            self.queue.add_after(key, _MAX_RETRY_SECONDS)
+
+    async def _conflict_watch(self, key: Key, name: str, resource_version: str) -> None:
+        namespace = key[0]
+        failures = 0
+        while True:
+            try:
+                async for event_type, obj in self.api.watch_deployment(
+                    namespace, name, resource_version=resource_version
+                ):
+                    resource_version = str(_meta(obj).get("resourceVersion") or resource_version)
+                    failures = 0
+                    self.queue.add_after(key, 0.0)
+                    if event_type == "DELETED":
+                        return
+            except ApiError as exc:
+                if exc.status == 410:  # too old to watch from: look again
+                    self.queue.add_after(key, 0.0)
+                    return
+                failures += 1
+                delay = Backoff(initial_seconds=1.0, max_seconds=60.0).delay(failures)
+                log.info(
+                    "%s/%s: watching Deployment %s failed (%s); again in %.0fs",
+                    *key,
+                    name,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)

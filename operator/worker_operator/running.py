@@ -20,19 +20,21 @@ from prometheus_client import CollectorRegistry
 
 from worker_operator.constants import CRD_NAME
 from worker_operator.handlers import run_kopf
-from worker_operator.kubeapi import ApiError, KubeApi
+from worker_operator.kubeapi import ApiError, CredentialsError, KubeApi
 from worker_operator.leadership import LeaderElector
 from worker_operator.metrics import OperatorMetrics
 from worker_operator.reconciling import Reconciler
-from worker_operator.serving import Health, serve
+from worker_operator.serving import Health, PortUnavailable, serve
 from worker_operator.settings import OperatorSettings
 
-__all__ = ["EXIT_LOST_LEADERSHIP", "EXIT_NO_CRD", "EXIT_OK", "run"]
+__all__ = ["EXIT_BAD_SETTINGS", "EXIT_LOST_LEADERSHIP", "EXIT_NO_CRD", "EXIT_OK", "run"]
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_LOST_LEADERSHIP = 1
+#: A setting the operator cannot start with (the port in use, an unreadable kubeconfig).
+EXIT_BAD_SETTINGS = 2
 EXIT_NO_CRD = 3
 
 
@@ -105,7 +107,12 @@ async def run(
     metrics = OperatorMetrics(registry)
     health = Health()
     with _stop_on_signals(stop):
-        async with await KubeApi.connect(kubeconfig=kubeconfig) as api:
+        try:
+            connected = await KubeApi.connect(kubeconfig=kubeconfig, metrics=metrics)
+        except CredentialsError as exc:
+            log.error("%s", exc)
+            return EXIT_BAD_SETTINGS
+        async with connected as api:
             try:
                 served = await api.worker_kind_is_served()
             except ApiError as exc:
@@ -118,7 +125,12 @@ async def run(
                     CRD_NAME,
                 )
                 return EXIT_NO_CRD
-            async with _maybe_serve(settings, health, registry):
+            async with contextlib.AsyncExitStack() as serving:
+                try:
+                    await serving.enter_async_context(_maybe_serve(settings, health, registry))
+                except PortUnavailable as exc:
+                    log.error("%s", exc)
+                    return EXIT_BAD_SETTINGS
                 return await _lead(settings, api=api, metrics=metrics, health=health, stop=stop)
 
 
@@ -141,8 +153,12 @@ async def _lead(
             renew_deadline_seconds=settings.renew_deadline_seconds,
             retry_period_seconds=settings.retry_period_seconds,
         )
-        health.role, health.ready = "follower", True
-        if not await _unless_stopped(stop, elector.acquire()):
+        health.role, health.ready = "follower", False
+
+        def contact(ok: bool) -> None:
+            health.ready = ok
+
+        if not await _unless_stopped(stop, elector.acquire(on_contact=contact)):
             health.role, health.ready = "stopping", False
             return EXIT_OK
 

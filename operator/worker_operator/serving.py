@@ -16,7 +16,11 @@ from prometheus_client import CollectorRegistry
 
 from worker_runtime.serving import render_metrics
 
-__all__ = ["Health", "serve"]
+__all__ = ["Health", "PortUnavailable", "serve"]
+
+
+class PortUnavailable(OSError):
+    """The probes' address cannot be bound (in use, not local, no permission)."""
 
 
 @dataclass(slots=True)
@@ -75,7 +79,13 @@ async def serve(
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise PortUnavailable(
+                f"cannot serve /healthz, /readyz and /metrics on {host}:{port}: "
+                f"{exc.strerror or exc}; choose another --http-port (0 turns them off)"
+            ) from None
         bound = port
         # aiohttp offers no public accessor for the bound port (wanted with port 0).
         sockets = getattr(site._server, "sockets", None) or ()

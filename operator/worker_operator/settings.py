@@ -23,15 +23,19 @@ def default_identity(env: Mapping[str, str]) -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
-def default_lease_namespace(env: Mapping[str, str], *, sa_file: Path | None = None) -> str:
-    """The operator's own namespace: POD_NAMESPACE, the mounted ServiceAccount's, or default."""
+def default_lease_namespace(env: Mapping[str, str], *, sa_file: Path | None = None) -> str | None:
+    """The operator's own namespace: POD_NAMESPACE or the mounted ServiceAccount's.
+
+    ``None`` outside a pod: there is no default that every operator of a cluster would
+    agree on, and two operators with different Lease namespaces would both lead.
+    """
     if env.get("POD_NAMESPACE"):
         return env["POD_NAMESPACE"]
     path = sa_file or _SERVICE_ACCOUNT_NAMESPACE
     try:
-        return path.read_text(encoding="utf-8").strip() or "default"
+        return path.read_text(encoding="utf-8").strip() or None
     except OSError:
-        return "default"
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +51,8 @@ class OperatorSettings:
     resync_interval_seconds: float = 300.0
     #: A Degraded worker is looked at again after this long (e.g. a Secret that appears).
     degraded_recheck_seconds: float = 15.0
+    #: ... then after twice as long each time, at most this long (watches report the rest).
+    degraded_recheck_max_seconds: float = 300.0
     #: How many workers one resync reconciles at the same time.
     resync_concurrency: int = 8
     #: The Deployments' progressDeadlineSeconds (a stuck rollout turns Degraded after it).
@@ -76,6 +82,11 @@ class OperatorSettings:
         if self.degraded_recheck_seconds <= 0:
             raise ValueError(
                 f"degraded recheck {self.degraded_recheck_seconds:g}s must be greater than zero"
+            )
+        if self.degraded_recheck_max_seconds < self.degraded_recheck_seconds:
+            raise ValueError(
+                f"the longest degraded recheck {self.degraded_recheck_max_seconds:g}s must not "
+                f"be shorter than the first one {self.degraded_recheck_seconds:g}s"
             )
         if self.resync_concurrency < 1:
             raise ValueError(f"resync concurrency {self.resync_concurrency} must be at least 1")

@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from worker_operator.constants import DEFAULTS, RESERVED_POD_LABELS
-from worker_operator.crd import DURATION_PATTERN, WORKER_PATTERN
+from worker_operator.constants import (
+    DEFAULTS,
+    MAX_REPLICAS,
+    MAX_SHUTDOWN_GRACE,
+    RESERVED_POD_LABELS,
+)
+from worker_operator.crd import DURATION_PATTERN, IMAGE_PATTERN, MAX_DURATION, WORKER_PATTERN
 from worker_runtime.cron import CronExpression
 from worker_runtime.durations import format_duration, parse_duration
 
@@ -34,6 +39,7 @@ _MIN_PERIOD_SECONDS = 0.1
 _MIN_LEASE_TTL_SECONDS = 0.5
 _DURATION = re.compile(DURATION_PATTERN)
 _WORKER = re.compile(WORKER_PATTERN)
+_IMAGE = re.compile(IMAGE_PATTERN)
 
 
 class SpecError(ValueError):
@@ -178,12 +184,22 @@ def _bool(data: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
     return value
 
 
-def _int(data: Mapping[str, Any], key: str, path: str, default: int, *, minimum: int) -> int:
+def _int(
+    data: Mapping[str, Any],
+    key: str,
+    path: str,
+    default: int,
+    *,
+    minimum: int,
+    maximum: int | None = None,
+) -> int:
     value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(f"{path}.{key} must be an integer, not {value!r}")
     if value < minimum:
         raise SpecError(f"{path}.{key} {value} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise SpecError(f"{path}.{key} {value} must be at most {maximum}")
     return value
 
 
@@ -195,7 +211,13 @@ def _choice(data: Mapping[str, Any], key: str, path: str, allowed: tuple[str, ..
 
 
 def _duration(
-    data: Mapping[str, Any], key: str, path: str, *, minimum: float = 0.0, positive: bool = False
+    data: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    minimum: float = 0.0,
+    positive: bool = False,
+    maximum: str = MAX_DURATION,
 ) -> tuple[str, float] | None:
     text = _optional_str(data, key, path)
     if text is None:
@@ -211,6 +233,8 @@ def _duration(
         raise SpecError(f"{what} {text} is shorter than the minimum {format_duration(minimum)}")
     if positive and seconds <= 0:
         raise SpecError(f"{what} {text} must be greater than zero")
+    if seconds > parse_duration(maximum):
+        raise SpecError(f"{what} {text} is longer than the maximum {maximum}")
     return text, seconds
 
 
@@ -341,13 +365,16 @@ def parse_worker(body: Mapping[str, Any]) -> WorkerSpec:
     if services is not None and not _WORKER.fullmatch(services):
         raise SpecError(f"spec.services {services!r} is not MODULE:FUNCTION")
     image = _required_str(spec, "image", "spec")
-    if any(ch.isspace() for ch in image):
-        raise SpecError(f"spec.image {image!r} must not contain whitespace")
+    if not _IMAGE.fullmatch(image):
+        raise SpecError(
+            f"spec.image {image!r} is not an image reference; expected e.g. "
+            "registry.example.com/admin-workers:1.4.2"
+        )
     if "schedule" not in spec:
         raise SpecError("spec.schedule is required")
 
     redis = _parse_redis(spec.get("redis"))
-    replicas = _int(spec, "replicas", "spec", DEFAULTS.replicas, minimum=0)
+    replicas = _int(spec, "replicas", "spec", DEFAULTS.replicas, minimum=0, maximum=MAX_REPLICAS)
     if replicas > 1 and redis is None:
         raise SpecError(
             f"spec.replicas {replicas} needs spec.redis: with the in-process lease every "
@@ -357,7 +384,7 @@ def parse_worker(body: Mapping[str, Any]) -> WorkerSpec:
     port = _int(metrics, "port", "spec.metrics", DEFAULTS.metrics_port, minimum=1024)
     if port > 65535:
         raise SpecError(f"spec.metrics.port {port} must be at most 65535")
-    grace = _duration(spec, "shutdownGrace", "spec") or (
+    grace = _duration(spec, "shutdownGrace", "spec", maximum=MAX_SHUTDOWN_GRACE) or (
         DEFAULTS.shutdown_grace,
         parse_duration(DEFAULTS.shutdown_grace),
     )
@@ -376,6 +403,18 @@ def parse_worker(body: Mapping[str, Any]) -> WorkerSpec:
         raise SpecError(
             f"spec.env must not set {', '.join(taken)}; the operator sets TICKWORK_* variables "
             "from the spec"
+        )
+    env_from = _dicts(spec.get("envFrom"), "spec.envFrom")
+    prefixes = sorted(
+        prefix
+        for e in env_from
+        if (prefix := str(e.get("prefix") or ""))
+        and (prefix.startswith("TICKWORK_") or "TICKWORK_".startswith(prefix))
+    )
+    if prefixes:
+        raise SpecError(
+            f"spec.envFrom prefix {', '.join(prefixes)} would make TICKWORK_* variables; the "
+            "operator sets them from the spec"
         )
     security = _mapping(spec.get("podSecurityContext"), "spec.podSecurityContext")
     resources = spec.get("resources")
@@ -405,7 +444,7 @@ def parse_worker(body: Mapping[str, Any]) -> WorkerSpec:
         log_level=_choice(log, "level", "spec.log", ("debug", "info", "warning", "error"))
         or DEFAULTS.log_level,
         env=env,
-        env_from=_dicts(spec.get("envFrom"), "spec.envFrom"),
+        env_from=env_from,
         resources=copy.deepcopy(dict(_mapping(resources, "spec.resources"))) if resources else None,
         node_selector=_string_map(node_selector, "spec.nodeSelector") if node_selector else None,
         tolerations=_dicts(spec.get("tolerations"), "spec.tolerations"),

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -136,6 +137,7 @@ class OperatorProcess:
         log_path: Path,
         lease_id: str,
         extra_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.log_path = log_path
@@ -159,6 +161,7 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(account.kubeconfig),
             "POD_NAME": f"op-{uuid.uuid4().hex[:6]}",
+            **(extra_env or {}),
         }
         self.identity = self.env["POD_NAME"]
         self.process: subprocess.Popen[bytes] | None = None
@@ -332,7 +335,11 @@ def start_operator(
     started: list[OperatorProcess] = []
 
     def start(
-        namespaces: list[str], *, lease_id: str | None = None, extra_args: list[str] | None = None
+        namespaces: list[str],
+        *,
+        lease_id: str | None = None,
+        extra_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> OperatorProcess:
         process = OperatorProcess(
             account=operator_account,
@@ -340,6 +347,7 @@ def start_operator(
             log_path=tmp_path / f"operator-{len(started)}.log",
             lease_id=lease_id or f"op-{uuid.uuid4().hex[:8]}",
             extra_args=extra_args,
+            extra_env=extra_env,
         ).start()
         started.append(process)
         return process
@@ -445,7 +453,8 @@ def test_a_new_worker_gets_its_deployment_within_five_seconds_and_turns_ready(
         "SUSPENDED",
         "AGE",
     ]
-    assert table.split("\n")[1].split()[:6] == ["passive-users", "every", "10m", "2", "2", "false"]
+    row = table.split("\n")[1].split()
+    assert row[:6] == ["passive-users", "every", "10m", "2", "2/2", "false"]
 
 
 def test_changing_the_period_changes_the_environment_and_rolls_the_deployment(
@@ -693,6 +702,355 @@ def test_a_deployment_changed_or_deleted_by_hand_is_put_back_within_five_seconds
     assert metric_value(operator.metrics(), "tickwork_operator_drift_repairs_total") >= 2
 
 
+def _wait_ready(
+    kubectl: Tool,
+    operator: OperatorProcess,
+    name: str,
+    namespace: str,
+    *,
+    generation: int | None = None,
+) -> None:
+    wait_until(
+        lambda: is_ready(kubectl, name, namespace, generation=generation),
+        timeout=30,
+        what=f"Ready at generation {generation or 'current'}",
+        details=operator.tail,
+    )
+
+
+def _ready_worker(kubectl: Tool, operator: OperatorProcess, name: str, namespace: str) -> None:
+    apply(kubectl, worker_manifest(name, namespace))
+    _wait_ready(kubectl, operator, name, namespace)
+
+
+def _owned_deployment(
+    kubectl: Tool, operator: OperatorProcess, name: str, namespace: str
+) -> dict[str, Any]:
+    """The Deployment once it has an owner reference again (within 5 s)."""
+    found: dict[str, Any] = wait_until(
+        lambda: (
+            (d := get(kubectl, "deployment", name, namespace))
+            and d["metadata"].get("ownerReferences")
+            and d
+        ),
+        timeout=5,
+        what=f"Deployment {name} owned by its worker",
+        details=operator.tail,
+    )
+    return found
+
+
+def _pod_template(kubectl: Tool, name: str, namespace: str) -> dict[str, Any]:
+    deployment = get(kubectl, "deployment", name, namespace)
+    assert deployment is not None
+    return dict(deployment["spec"]["template"]["spec"])
+
+
+def _reasons(kubectl: Tool, name: str, namespace: str) -> list[str]:
+    return [e["reason"] for e in events_for(kubectl, name, namespace)]
+
+
+def test_fields_added_to_the_deployment_by_hand_are_removed_and_the_event_says_which(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    _ready_worker(kubectl, operator, "hardened", namespace)
+    built = _pod_template(kubectl, "hardened", namespace)
+    added = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "hostNetwork": True,
+                    "hostPID": True,
+                    "containers": [
+                        {"name": "worker", "env": [{"name": "INJECTED", "value": "1"}]},
+                        {"name": "sidecar", "image": "registry.example.com/sidecar:1"},
+                    ],
+                }
+            }
+        }
+    }
+
+    kubectl("patch", "deployment", "hardened", "-n", namespace, "-p", json.dumps(added))
+
+    def as_built() -> bool:
+        return _pod_template(kubectl, "hardened", namespace) == built
+
+    wait_until(
+        as_built, timeout=5, what="the pod template as the operator built it", details=operator.tail
+    )
+    time.sleep(2)  # whatever the watches still deliver must not bring anything back
+    restored = [
+        e["message"]
+        for e in events_for(kubectl, "hardened", namespace)
+        if e["reason"] == "DeploymentRestored"
+    ]
+
+    assert as_built()
+    assert len(restored) == 1
+    for path in ("hostNetwork", "hostPID", "containers[name=sidecar]", "env[name=INJECTED]"):
+        assert path in restored[0]
+    assert metric_value(operator.metrics(), "tickwork_operator_drift_repairs_total") == 1
+
+
+def test_a_worker_with_a_spec_of_320_kb_is_reconciled_and_changed_like_any_other(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    env = [{"name": f"BIG_{i:03d}", "value": "x" * 2500} for i in range(128)]
+    manifest = worker_manifest("big", namespace, env=env)
+    assert len(json.dumps(manifest)) > 320_000
+    kubectl("create", "-f", "-", input=json.dumps(manifest))
+    _wait_ready(kubectl, operator, "big", namespace)
+
+    kubectl(
+        "patch",
+        "bgw",
+        "big",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"schedule": {"period": "2m"}}}',
+    )
+
+    changed = wait_until(
+        lambda: (
+            (d := get(kubectl, "deployment", "big", namespace))
+            and container_env(d)["TICKWORK_PERIOD"] == "2m"
+            and d
+        ),
+        timeout=10,
+        what="the change applied",
+        details=operator.tail,
+    )
+    _wait_ready(kubectl, operator, "big", namespace, generation=2)
+    worker = get(kubectl, "bgw", "big", namespace)
+    assert worker is not None
+    log = operator.log_path.read_text(errors="replace")
+
+    assert container_env(changed)["BIG_127"] == "x" * 2500
+    assert not [k for k in worker["metadata"].get("annotations") or {} if "tickwork.dev" in k]
+    assert "Too long" not in log
+    assert "Traceback" not in log
+
+
+def test_a_conflict_is_rechecked_as_soon_as_the_conflicting_deployment_is_deleted(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    kubectl("create", "deployment", "taken", "-n", namespace, f"--image={IMAGE}")
+    apply(kubectl, worker_manifest("taken", namespace))
+    wait_until(
+        lambda: (
+            condition(get(kubectl, "bgw", "taken", namespace), "Degraded").get("reason")
+            == "DeploymentConflict"
+        ),
+        timeout=10,
+        what="Degraded=DeploymentConflict",
+        details=operator.tail,
+    )
+
+    kubectl("delete", "deployment", "taken", "-n", namespace, "--wait=true")
+
+    owned = _owned_deployment(kubectl, operator, "taken", namespace)
+    _wait_ready(kubectl, operator, "taken", namespace)
+    assert owned["metadata"]["ownerReferences"][0]["kind"] == "BackgroundWorker"
+
+
+def test_one_hand_edit_gives_one_repair_and_one_event_however_many_watch_events_follow(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    _ready_worker(kubectl, operator, "steady", namespace)
+
+    kubectl("scale", "deployment/steady", "--replicas=4", "-n", namespace)
+    wait_until(
+        lambda: (get(kubectl, "deployment", "steady", namespace) or {})["spec"]["replicas"] == 1,
+        timeout=5,
+        what="one replica again",
+        details=operator.tail,
+    )
+    time.sleep(3)  # the scale-up's own watch events (ReplicaSet, status) arrive meanwhile
+    after_scale = _reasons(kubectl, "steady", namespace).count("DeploymentRestored")
+
+    kubectl("set", "image", "deployment/steady", f"worker={IMAGE}-other", "-n", namespace)
+    kubectl("delete", "deployment", "steady", "-n", namespace, "--wait=true")
+    wait_until(
+        lambda: get(kubectl, "deployment", "steady", namespace),
+        timeout=5,
+        what="the Deployment recreated",
+        details=operator.tail,
+    )
+    time.sleep(3)
+    reasons = _reasons(kubectl, "steady", namespace)
+    repairs = metric_value(operator.metrics(), "tickwork_operator_drift_repairs_total")
+
+    assert after_scale == 1
+    assert 2 <= reasons.count("DeploymentRestored") <= 3  # the image may be seen changed
+    assert repairs == reasons.count("DeploymentRestored")
+
+
+def test_a_deployment_whose_owner_reference_was_removed_by_hand_is_adopted_again(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    _ready_worker(kubectl, operator, "orphaned", namespace)
+
+    kubectl(
+        "patch",
+        "deployment",
+        "orphaned",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        '[{"op": "remove", "path": "/metadata/ownerReferences"}]',
+    )
+    adopted = _owned_deployment(kubectl, operator, "orphaned", namespace)
+    worker = get(kubectl, "bgw", "orphaned", namespace)
+    kubectl("delete", "bgw", "orphaned", "-n", namespace, "--wait=true")
+    wait_until(
+        lambda: get(kubectl, "deployment", "orphaned", namespace) is None,
+        timeout=30,
+        what="the garbage collector to delete the Deployment with its worker",
+    )
+
+    assert worker is not None
+    assert adopted["metadata"]["ownerReferences"][0]["uid"] == worker["metadata"]["uid"]
+    assert condition(worker, "Degraded")["reason"] == "AsExpected"
+    assert "DeploymentAdopted" in _reasons(kubectl, "orphaned", namespace)
+
+
+def _apiserver_reads(kubectl: Tool) -> float:
+    """GETs and LISTs of workers, Deployments and pods the API server has served so far."""
+    total = 0.0
+    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = line[line.index("{") + 1 : line.rindex("}")]
+        if 'verb="GET"' not in labels and 'verb="LIST"' not in labels:
+            continue
+        if any(f'resource="{r}"' in labels for r in ("backgroundworkers", "deployments", "pods")):
+            total += float(line.split()[-1])
+    return total
+
+
+def test_a_degraded_worker_is_looked_at_less_and_less_often_and_costs_no_reads(
+    kubectl: Tool, namespace: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    operator = start_operator(
+        [namespace], extra_args=["--degraded-recheck=500ms", "--degraded-recheck-max=4s"]
+    ).wait_leading()
+    apply(
+        kubectl,
+        worker_manifest("stuck", namespace, nodeSelector={"tickwork.dev/no-such-node": "true"}),
+    )
+    wait_until(
+        lambda: (
+            condition(get(kubectl, "bgw", "stuck", namespace), "Degraded").get("reason")
+            == "Unschedulable"
+        ),
+        timeout=30,
+        what="Degraded=Unschedulable",
+        details=operator.tail,
+    )
+    time.sleep(3)  # past the first, short rechecks
+
+    before_reads = _apiserver_reads(kubectl)
+    before = metric_value(
+        operator.metrics(),
+        'tickwork_operator_reconciles_total{result="degraded",trigger="requeue"}',
+    )
+    time.sleep(12)  # nothing polled meanwhile: the operator alone reads
+    reads = _apiserver_reads(kubectl) - before_reads
+    rechecks = (
+        metric_value(
+            operator.metrics(),
+            'tickwork_operator_reconciles_total{result="degraded",trigger="requeue"}',
+        )
+        - before
+    )
+
+    assert 2 <= rechecks <= 4  # every 4s at most, not every 500ms (24)
+    assert reads <= 3  # the old rechecks read the worker, its Deployment and pods each time
+
+
+def test_the_http_port_in_use_is_one_line_and_exit_2_before_anything_starts(
+    operator_account: OperatorAccount, namespace: str, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = OperatorProcess(
+            account=operator_account,
+            namespaces=[namespace],
+            log_path=tmp_path / "operator.log",
+            lease_id=f"port-{uuid.uuid4().hex[:6]}",
+            extra_args=[f"--http-port={port}"],
+        ).start()
+        assert process.process is not None
+        code = process.process.wait(timeout=30)
+    log = process.log_path.read_text()
+
+    assert code == 2
+    assert "Traceback" not in log
+    assert [line for line in log.splitlines() if "ERROR" in line] == [
+        line
+        for line in log.splitlines()
+        if f"cannot serve /healthz, /readyz and /metrics on 127.0.0.1:{port}" in line
+    ]
+    assert "leader" not in log.lower()  # no leader election started
+
+
+def test_an_operator_that_cannot_use_its_lease_is_not_ready(
+    namespace: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    # The operator's ServiceAccount may use Leases only in its own namespace, not in default.
+    operator = start_operator([namespace], extra_args=["--leader-election-namespace=default"])
+    wait_until(
+        lambda: "cannot read or write the leader Lease" in operator.tail(),
+        timeout=20,
+        what="the operator to try the Lease",
+        details=operator.tail,
+    )
+    time.sleep(1)
+
+    status, body = operator.health("/readyz")
+
+    assert (status, body.get("role")) == (503, "follower")
+
+
+def test_deleting_a_namespace_with_workers_gives_no_recreation_and_no_misleading_warnings(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    names = [f"doomed-{i:02d}" for i in range(20)]
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [worker_manifest(n, namespace) for n in names],
+            }
+        ),
+    )
+    wait_until(
+        lambda: (
+            len(kubectl("get", "deployments", "-n", namespace, "-o", "name").stdout.split()) == 20
+        ),
+        timeout=30,
+        what="20 Deployments",
+        details=operator.tail,
+    )
+
+    kubectl("delete", "namespace", namespace, "--wait=true", timeout_seconds=120)
+    time.sleep(2)
+    log = operator.log_path.read_text(errors="replace")
+
+    assert "RBAC" not in log
+    assert "Traceback" not in log
+    assert operator.process is not None and operator.process.poll() is None
+
+
 def test_a_missing_redis_secret_gives_degraded_and_a_warning_event(
     kubectl: Tool,
     namespace: str,
@@ -918,6 +1276,34 @@ def test_the_operator_killed_during_a_burst_of_fifty_workers_converges_after_res
     assert killed_with < 50  # the first operator really died mid-burst
     assert sorted(d["metadata"]["name"] for d in owned) == names
     assert all(d["status"].get("availableReplicas") == 1 for d in owned)
+
+
+def test_kubeconfig_flag_is_used_for_the_watches_too_even_when_kubeconfig_env_names_another(
+    kubectl: Tool,
+    namespace: str,
+    operator_account: OperatorAccount,
+    start_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    # $KUBECONFIG names the same cluster with a token the API server refuses (401).
+    refused = yaml.safe_load(operator_account.kubeconfig.read_text())
+    refused["users"][0]["user"]["token"] = "not-a-valid-token"
+    wrong = tmp_path / "refused-kubeconfig"
+    wrong.write_text(yaml.safe_dump(refused))
+    operator = start_operator(
+        [namespace],
+        extra_args=[f"--kubeconfig={operator_account.kubeconfig}"],
+        extra_env={"KUBECONFIG": str(wrong)},
+    ).wait_leading()
+
+    apply(kubectl, worker_manifest("flagged", namespace))
+
+    wait_until(
+        lambda: get(kubectl, "deployment", "flagged", namespace),
+        timeout=10,
+        what="the Deployment (kopf's watches must use --kubeconfig)",
+        details=operator.tail,
+    )
 
 
 def test_only_one_of_two_operators_reconciles_and_the_other_takes_over(
@@ -1197,3 +1583,25 @@ def test_an_invalid_worker_is_refused_by_the_api_server_and_nothing_is_applied(
 def test_the_table_of_refused_resources_is_long_enough() -> None:
     assert len(INVALID) >= 20
     assert len({case for case, _, _ in INVALID}) == len(INVALID)
+
+
+@pytest.mark.parametrize(
+    ("values", "accepted"),
+    [
+        (["leaderElection.renewDeadline=15s"], False),
+        (["leaderElection.renewDeadline=20s"], False),
+        (["leaderElection.retryPeriod=10s"], False),
+        (["leaderElection.renewDeadline=1m30s", "leaderElection.leaseDuration=2m"], True),
+        (["leaderElection.enabled=false", "leaderElection.renewDeadline=20s"], True),
+    ],
+)
+def test_the_chart_refuses_leader_election_timings_the_operator_would_exit_on(
+    helm: Tool, values: list[str], accepted: bool
+) -> None:
+    sets = [arg for value in values for arg in ("--set", value)]
+
+    rendered = helm("template", "t", str(REPO_ROOT / "charts" / "tickwork"), *sets, check=False)
+
+    assert (rendered.returncode == 0) == accepted, rendered.stderr
+    if not accepted:
+        assert "leaderElection needs retryPeriod < renewDeadline < leaseDuration" in rendered.stderr

@@ -123,3 +123,31 @@ and the cluster serves monitoring.coreos.com/v1 (`helm template --api-versions` 
 {{- "true" }}
 {{- end }}
 {{- end }}
+
+{{/* Seconds of a duration such as 15s, 1m30s, 500ms (the syntax the operator's flags take). */}}
+{{- define "tickwork.seconds" -}}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+([.][0-9]+)?(ms|s|m|h)" . -1 }}
+{{- $unit := regexFind "(ms|s|m|h)$" . }}
+{{- $scale := get (dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0) $unit }}
+{{- $total = addf $total (mulf (float64 (trimSuffix $unit .)) $scale) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/*
+Refuse leader election timings the operator would refuse at start (it would exit 2 in a
+crash loop): retryPeriod < renewDeadline < leaseDuration.
+*/}}
+{{- define "tickwork.checkLeaderElection" -}}
+{{- with .Values.leaderElection }}
+{{- if .enabled }}
+{{- $lease := include "tickwork.seconds" .leaseDuration | float64 }}
+{{- $renew := include "tickwork.seconds" .renewDeadline | float64 }}
+{{- $retry := include "tickwork.seconds" .retryPeriod | float64 }}
+{{- if not (and (lt $retry $renew) (lt $renew $lease)) }}
+{{- fail (printf "leaderElection needs retryPeriod < renewDeadline < leaseDuration, got retryPeriod %s, renewDeadline %s, leaseDuration %s" .retryPeriod .renewDeadline .leaseDuration) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -61,6 +61,7 @@ class FakeKubeApi:
         self.status_patches: list[tuple[str, str, Body]] = []
         self.applies: list[Body] = []
         self.fail: dict[str, list[BaseException]] = {}
+        self.list_pod_calls = 0
         self._version = 1000
 
     def _maybe_fail(self, method: str) -> None:
@@ -75,8 +76,9 @@ class FakeKubeApi:
     def add_worker(self, body: Body) -> Body:
         stored = copy.deepcopy(body)
         meta = stored["metadata"]
+        meta["resourceVersion"] = self._rv()
         self.workers[(meta["namespace"], meta["name"])] = stored
-        return stored
+        return copy.deepcopy(stored)
 
     async def get_worker(self, namespace: str, name: str) -> Body | None:
         self._maybe_fail("get_worker")
@@ -97,6 +99,7 @@ class FakeKubeApi:
         if body is None:
             raise NotFound(404, f'backgroundworkers "{name}" not found')
         body.setdefault("status", {}).update(copy.deepcopy(status))
+        body["metadata"]["resourceVersion"] = self._rv()
         self.status_patches.append((namespace, name, copy.deepcopy(status)))
         return copy.deepcopy(body)
 
@@ -134,6 +137,7 @@ class FakeKubeApi:
         """Pretend the Deployment controller and kubelets finished the rollout."""
         deployment = self.deployments[(namespace, name)]
         replicas = deployment["spec"]["replicas"] if ready is None else ready
+        deployment["metadata"]["resourceVersion"] = self._rv()
         deployment["status"] = {
             "observedGeneration": deployment["metadata"]["generation"],
             "replicas": replicas,
@@ -149,6 +153,7 @@ class FakeKubeApi:
 
     async def list_pods(self, namespace: str, selector: str) -> list[Body]:
         self._maybe_fail("list_pods")
+        self.list_pod_calls += 1
         return copy.deepcopy(self.pods.get((namespace, selector), []))
 
     async def secret_exists(self, namespace: str, name: str) -> bool:

@@ -93,4 +93,20 @@ def test_the_lease_namespace_is_the_pods_own(tmp_path: Path) -> None:
 
     assert default_lease_namespace({"POD_NAMESPACE": "from-env"}, sa_file=mounted) == "from-env"
     assert default_lease_namespace({}, sa_file=mounted) == "tickwork-system"
-    assert default_lease_namespace({}, sa_file=tmp_path / "missing") == "default"
+    assert default_lease_namespace({}, sa_file=tmp_path / "missing") is None
+
+
+def test_outside_a_pod_the_lease_namespace_must_be_given(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("worker_operator.settings._SERVICE_ACCOUNT_NAMESPACE", tmp_path / "missing")
+
+    with pytest.raises(SystemExit) as caught:
+        parse_args([], {})
+    settings, _ = parse_args(["--leader-election-namespace", "tickwork-system"], {})
+    unelected, _ = parse_args(["--no-leader-election"], {})
+
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert settings.lease_namespace == "tickwork-system"
+    assert not unelected.leader_election

@@ -357,3 +357,48 @@ def test_unschedulable_pods_and_a_deadline_past_rollout_show_both() -> None:
 
     assert conditions_of(result.status)["Progressing"] == ("False", "ProgressDeadlineExceeded")
     assert conditions_of(result.status)["Degraded"] == ("True", "Unschedulable")
+
+
+def test_zero_replicas_is_not_ready_like_suspend_and_says_why() -> None:
+    zero = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(replicas=0),
+        deployment=deployment(replicas=0, ready=0),
+    )
+    suspended = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(suspend=True),
+        deployment=deployment(replicas=0, ready=0),
+    )
+
+    assert conditions_of(zero.status)["Ready"] == ("False", "ScaledToZero")
+    assert conditions_of(suspended.status)["Ready"] == ("False", "Suspended")
+    assert zero.status["ready"] == suspended.status["ready"] == "0/0"
+
+
+def test_the_ready_column_shows_ready_of_desired_replicas() -> None:
+    result = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(replicas=3, redis={"url": "redis://r:6379"}),
+        deployment=deployment(replicas=3, ready=2),
+    )
+
+    assert result.status["ready"] == "2/3"
+
+
+def test_a_problem_message_longer_than_the_status_allows_is_cut_to_fit() -> None:
+    result = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=None,
+        problem=Problem("InvalidSpec", "x" * 40_000),
+    )
+
+    assert {len(c["message"]) for c in result.status["conditions"]} == {32768}

@@ -166,3 +166,37 @@ async def test_status_is_merge_patched_on_the_status_subresource() -> None:
     )
     assert call["header_params"]["Content-Type"] == "application/merge-patch+json"
     assert call["body"] == {"status": {"readyReplicas": 1}}
+
+
+def _kubeconfig(path: Any, *, server: str, token: str) -> Any:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": token}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return path
+
+
+async def test_credentials_come_from_the_kubeconfig_given_not_from_the_environment(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = _kubeconfig(tmp_path / "env", server="https://other.example:6443", token="env-token")
+    given = _kubeconfig(tmp_path / "given", server="https://given.example:6443", token="t0ken")
+    monkeypatch.setenv("KUBECONFIG", str(other))
+
+    async with await KubeApi.connect(kubeconfig=str(given)) as api:
+        credentials = await api.credentials()
+
+    assert (credentials.server, credentials.scheme, credentials.token) == (
+        "https://given.example:6443",
+        "Bearer",
+        "t0ken",
+    )
+    assert "t0ken" not in repr(credentials)

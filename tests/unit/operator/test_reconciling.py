@@ -11,7 +11,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.unit.operator.conftest import FakeKubeApi, transient, worker_body
-from worker_operator.kubeapi import Forbidden, KubeApi, Rejected, RetryPolicy, TransientApiError
+from worker_operator.kubeapi import (
+    Forbidden,
+    KubeApi,
+    NamespaceTerminating,
+    Rejected,
+    RetryPolicy,
+    TransientApiError,
+)
 from worker_operator.metrics import OperatorMetrics, Result
 from worker_operator.reconciling import (
     DeploymentConflict,
@@ -98,7 +105,7 @@ async def test_a_changed_spec_is_applied_again(fake_api: FakeKubeApi) -> None:
 
     changed = worker_body(schedule={"period": "2m"})
     changed["metadata"]["generation"] = 2
-    fake_api.add_worker(changed)
+    changed = fake_api.add_worker(changed)
     await reconciler.reconcile(changed, trigger="update")
 
     env = fake_api.deployments[KEY]["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -114,6 +121,7 @@ async def test_a_deployment_edited_by_hand_is_put_back(fake_api: FakeKubeApi) ->
     edited = fake_api.deployments[KEY]
     edited["spec"]["replicas"] = 5
     edited["metadata"]["generation"] += 1
+    edited["metadata"]["resourceVersion"] = "5000"
     await reconciler.on_deployment_event("MODIFIED", copy.deepcopy(edited))
 
     assert fake_api.deployments[KEY]["spec"]["replicas"] == 1
@@ -265,7 +273,7 @@ async def test_a_degraded_worker_is_looked_at_again_and_recovers(fake_api: FakeK
     loop_task = asyncio.create_task(reconciler.run_periodic(stop))
 
     clock.now += 6
-    reconciler._wake.set()
+    reconciler.queue.add_after(("nobody", "else"), 0)  # wakes the loop
     for _ in range(50):
         await asyncio.sleep(0.01)
         if conditions(fake_api)["Degraded"][0] == "False":
@@ -304,15 +312,24 @@ async def test_a_resync_reconciles_every_worker(fake_api: FakeKubeApi) -> None:
     assert registry.get_sample_value("tickwork_operator_last_resync_timestamp_seconds")
 
 
-async def test_a_failing_status_refresh_is_requeued(fake_api: FakeKubeApi) -> None:
+async def test_a_status_patch_that_fails_transiently_is_counted_and_retried_with_backoff(
+    fake_api: FakeKubeApi,
+) -> None:
     body = fake_api.add_worker(worker_body())
-    reconciler, _, clock = make_reconciler(fake_api)
+    reconciler, registry, clock = make_reconciler(fake_api)
     await reconciler.reconcile(body, trigger="create")
-    fake_api.fail["get_worker"] = [transient()]
+    fake_api.fail["patch_worker_status"] = [TransientApiError(503, "busy"), transient()]
 
-    await reconciler.on_deployment_event("MODIFIED", fake_api.deployments[KEY])
+    await reconciler.on_deployment_event("MODIFIED", fake_api.roll_out(*KEY))
+    first = reconciler.queue.deadline(KEY)
+    clock.now += 5
+    assert reconciler.queue.due() == [KEY]
+    await reconciler.on_deployment_event("MODIFIED", fake_api.roll_out(*KEY))
+    second = reconciler.queue.deadline(KEY)
 
-    assert reconciler._requeue[KEY] == pytest.approx(clock.now + 5.0)
+    assert first == pytest.approx(1000.0 + 5.0)
+    assert second == pytest.approx(1005.0 + 10.0)
+    assert reconciles(registry, "deployment", Result.TRANSIENT_ERROR) == 2
 
 
 def test_the_retry_policy_backs_off_exponentially_within_its_cap() -> None:
@@ -324,3 +341,92 @@ def test_the_retry_policy_backs_off_exponentially_within_its_cap() -> None:
     assert 0.2 <= delays[1] <= 0.4
     assert all(0.5 <= d <= 1.0 for d in delays[3:])
     assert policy.delay(0, hint_seconds=30) == 1.0
+
+
+async def test_a_deployment_event_older_than_what_was_applied_changes_nothing(
+    fake_api: FakeKubeApi,
+) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, registry, _ = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+    applied = copy.deepcopy(fake_api.deployments[KEY])
+    stale = copy.deepcopy(applied)
+    stale["spec"]["replicas"] = 4
+    stale["metadata"]["generation"] += 1
+    stale["metadata"]["resourceVersion"] = str(int(applied["metadata"]["resourceVersion"]) - 1)
+
+    await reconciler.on_deployment_event("MODIFIED", stale)
+    await reconciler.on_deployment_event("MODIFIED", applied)  # the operator's own write
+    await reconciler.on_deployment_event(
+        "DELETED", {**stale, "metadata": {**stale["metadata"], "uid": "an-earlier-deployment"}}
+    )
+
+    assert len(fake_api.applies) == 1
+    assert registry.get_sample_value("tickwork_operator_drift_repairs_total") == 0
+    assert ("Normal", "DeploymentRestored") not in fake_api.event_reasons()
+
+
+async def test_a_deployment_with_the_operators_labels_and_no_owner_is_adopted(
+    fake_api: FakeKubeApi,
+) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, _, _ = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+    orphan = copy.deepcopy(fake_api.deployments[KEY])
+    del orphan["metadata"]["ownerReferences"]
+    orphan["metadata"]["resourceVersion"] = "9000"
+    fake_api.deployments[KEY] = orphan
+
+    await reconciler.on_deployment_event("MODIFIED", orphan)
+
+    owners = fake_api.deployments[KEY]["metadata"]["ownerReferences"]
+    assert [o["uid"] for o in owners] == [body["metadata"]["uid"]]
+    assert ("Normal", "DeploymentAdopted") in fake_api.event_reasons()
+    assert conditions(fake_api)["Degraded"] == ("False", "AsExpected")
+
+
+async def test_a_namespace_being_deleted_is_skipped_without_a_retry_or_a_warning(
+    fake_api: FakeKubeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_api.add_worker(worker_body())
+    reconciler, registry, _ = make_reconciler(fake_api)
+    fake_api.fail["apply_deployment"] = [
+        NamespaceTerminating(403, "unable to create new content in namespace team-a")
+    ]
+
+    await reconciler.on_worker_event("ADDED", fake_api.workers[KEY])
+
+    assert reconciler.queue.deadline(KEY) is None
+    assert reconciles(registry, "create", Result.SKIPPED) == 1
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+
+
+async def test_a_pod_problem_seen_by_the_watch_degrades_the_worker_and_its_end_recovers_it(
+    fake_api: FakeKubeApi,
+) -> None:
+    fake_api.add_worker(worker_body())
+    reconciler, _, _ = make_reconciler(fake_api)
+    await reconciler.on_worker_event("ADDED", fake_api.workers[KEY])
+    pod = {
+        "metadata": {
+            "name": "passive-users-abc",
+            "namespace": "team-a",
+            "labels": {
+                "app.kubernetes.io/managed-by": "tickwork-operator",
+                "app.kubernetes.io/instance": "passive-users",
+            },
+        },
+        "status": {
+            "containerStatuses": [
+                {"state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}
+            ]
+        },
+    }
+
+    await reconciler.on_pod_event("MODIFIED", pod)
+    degraded = conditions(fake_api)["Degraded"]
+    await reconciler.on_pod_event("DELETED", pod)
+
+    assert degraded == ("True", "ImagePullFailed")
+    assert conditions(fake_api)["Degraded"] == ("False", "AsExpected")
+    assert fake_api.list_pod_calls == 0

@@ -79,7 +79,18 @@ def test_the_schedule_summary_reads_like_the_schedule() -> None:
         ),
         ({"env": [{"name": "TICKWORK_PERIOD", "value": "1s"}]}, "must not set TICKWORK_PERIOD"),
         ({"metrics": {"port": 80}}, "spec.metrics.port 80 must be at least 1024"),
-        ({"image": "two words"}, "must not contain whitespace"),
+        ({"image": "two words"}, "is not an image reference"),
+        ({"image": "Registry!!!"}, "is not an image reference"),
+        (
+            {"replicas": 101, "redis": {"url": "redis://r:6379"}},
+            "spec.replicas 101 must be at most 100",
+        ),
+        ({"shutdownGrace": "2h"}, "spec.shutdownGrace 2h is longer than the maximum 1h"),
+        ({"schedule": {"period": "99999999h"}}, "is longer than the maximum 8760h"),
+        (
+            {"envFrom": [{"prefix": "TICKWORK_", "configMapRef": {"name": "c"}}]},
+            "would make TICKWORK_",
+        ),
     ],
 )
 def test_a_spec_the_runtime_would_refuse_is_an_error_naming_the_value(
