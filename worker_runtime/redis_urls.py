@@ -25,6 +25,7 @@ __all__ = [
     "MAX_DB_INDEX",
     "SECRET_OPTION_PATTERN",
     "TLS_OPTIONS",
+    "carries_password",
     "check_redis_url",
     "redact_url",
     "url_secrets",
@@ -97,6 +98,16 @@ def redact_url(url: str) -> str:
     if parts.fragment:
         text += f"#{REDACTED}"
     return text
+
+
+def carries_password(url: str) -> bool:
+    """True when ``url`` holds a password: in its user info or in a secret query option."""
+    try:
+        if urlsplit(url).password is not None:
+            return True
+    except ValueError:
+        return False
+    return any(name != "user info" for name in url_secrets(url))
 
 
 def url_secrets(url: str) -> list[str]:

@@ -101,14 +101,13 @@ def check_jitter(
     *,
     rate_mode: bool,
     what: str = "jitter",
-    period_what: str = "period",
 ) -> None:
     """In rate mode the jitter is shorter than the period (starts stay on their grid)."""
     if jitter_seconds < 0:
         raise ValueError(f"{what} {format_duration(jitter_seconds)} must not be negative")
     if rate_mode and jitter_seconds >= period_seconds:
         raise ValueError(
-            f"{what} {format_duration(jitter_seconds)} must be shorter than the {period_what} "
+            f"{what} {format_duration(jitter_seconds)} must be shorter than the period "
             f"{format_duration(period_seconds)} in rate mode"
         )
 
