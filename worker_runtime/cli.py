@@ -1,26 +1,24 @@
-"""The ``tickwork`` command: ``tickwork run MODULE:CLASS …`` and ``tickwork status``."""
+"""The ``tickwork`` command: ``tickwork run MODULE:CLASS …`` and ``tickwork status``.
+
+This module parses and checks the command line and environment into a ``RuntimeSettings``;
+``worker_runtime.process`` runs them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import signal
+import functools
+import socket
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
-
-import svcs
-from prometheus_client import (
-    CollectorRegistry,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-)
+from typing import Any, NoReturn, TypeVar
 
 from worker_runtime.config import (
     RuntimeSettings,
+    check_host,
+    check_replica_id,
     current_env,
     duration_arg,
     env_name,
@@ -28,20 +26,17 @@ from worker_runtime.config import (
     parse_bool,
     read_password,
 )
-from worker_runtime.leases import InProcessLeases, LeaseProvider
-from worker_runtime.leasing import LeaseTiming
-from worker_runtime.loading import load_attribute, load_worker_class
-from worker_runtime.logs import LOG_FORMATS, check_level, configure_logging
-from worker_runtime.manager import ManagerOptions, WorkerManager
-from worker_runtime.metrics import Metrics
+from worker_runtime.cron import CronExpression
+from worker_runtime.durations import parse_duration
+from worker_runtime.loading import check_spec
+from worker_runtime.logs import LOG_FORMATS, check_level
+from worker_runtime.redis_urls import check_redis_url
+from worker_runtime.rules import check_lease, check_period, load_timezone
 from worker_runtime.scheduling import SCHEDULE_OPTIONS, Misfire, Mode
-from worker_runtime.serving import HealthServer, LoopLagMonitor
 from worker_runtime.version import __version__
-from worker_runtime.worker import PeriodicWorker
+from worker_runtime.worker import validate_worker_name
 
 __all__ = ["main"]
-
-log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
 
@@ -98,236 +93,153 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _value(args: argparse.Namespace, env: Mapping[str, str], flag: str) -> str | None:
-    value = getattr(args, flag.replace("-", "_"))
-    if value is None:
-        value = env.get(env_name(flag))
-    return value if value not in (None, "") else None
+class _Inputs:
+    """Where each setting came from: a flag wins over its ``TICKWORK_*`` variable."""
+
+    def __init__(self, args: argparse.Namespace, env: Mapping[str, str]) -> None:
+        self._args = args
+        self._env = env
+
+    def get(self, flag: str) -> str | None:
+        value = getattr(self._args, flag.replace("-", "_"))
+        if value is None:
+            value = self._env.get(env_name(flag))
+        return value if value not in (None, "") else None
+
+    def source(self, flag: str) -> str:
+        """The flag, or the variable, that gave the value: what an error must name."""
+        if getattr(self._args, flag.replace("-", "_")) is None and self._env.get(env_name(flag)):
+            return env_name(flag)
+        return f"--{flag.lstrip('-')}"
+
+    def parse(self, flag: str, parse: Callable[[str], _T], default: str | None = None) -> _T | None:
+        """``parse(value)``; a ``ValueError`` becomes a one-line error naming the source."""
+        raw = self.get(flag)
+        if raw is None:
+            if default is None:
+                return None
+            raw = default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise UsageError(f"{self.source(flag)}: {exc}") from None
+
+
+_T = TypeVar("_T")
 
 
 def _check_choice(value: str, allowed: Sequence[str], what: str) -> str:
     if value not in allowed:
-        raise UsageError(f"{what} {value!r} is not one of: {', '.join(allowed)}")
+        raise ValueError(f"{what} {value!r} is not one of: {', '.join(allowed)}")
     return value
 
 
+def _schedule_override(key: str, raw: str, *, what: str) -> object:
+    """Check one schedule flag on its own, so its error names it."""
+    if key == "run_on_start":
+        return parse_bool(raw, what=what)
+    if key == "mode":
+        return _check_choice(raw, [m.value for m in Mode], "mode")
+    if key == "misfire":
+        return _check_choice(raw, [m.value for m in Misfire], "misfire policy")
+    if key == "cron":
+        CronExpression.parse(raw)
+    elif key == "timezone":
+        load_timezone(raw)
+    elif key == "period":
+        check_period(parse_duration(raw, what="period"), text=repr(raw))
+    else:
+        parse_duration(raw, what=key.replace("_", " "))
+    return raw
+
+
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> RuntimeSettings:
-    """Flags win over ``TICKWORK_*`` variables, which win over defaults."""
-    get: Callable[[str], str | None] = lambda flag: _value(args, env, flag)  # noqa: E731
+    """Flags win over ``TICKWORK_*`` variables, which win over defaults. Everything that can
+    be checked without importing user code is checked here; a mistake is a ``UsageError``
+    naming the flag (or variable) and the value."""
+    inputs = _Inputs(args, env)
+    overrides: dict[str, object] = {}
+    for key in SCHEDULE_OPTIONS:
+        flag = key.replace("_", "-")
+        value = inputs.parse(flag, functools.partial(_schedule_override, key, what=flag))
+        if value is not None:
+            overrides[key] = value
+    if len(args.workers) > 1 and (overrides or inputs.get("name")):
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in overrides) or "--name"
+        raise UsageError(f"{flags} apply only when one worker is run, not {len(args.workers)}")
+    name = inputs.parse("name", validate_worker_name)
+    log_format = inputs.parse(
+        "log-format", lambda v: _check_choice(v, LOG_FORMATS, "log format"), "text"
+    )
+    level = inputs.parse("log-level", check_level, "info")
+    ttl = inputs.parse("lease-ttl", lambda v: duration_arg(v, what="lease TTL"), "15s")
+    renew = inputs.parse(
+        "lease-renew-interval", lambda v: duration_arg(v, what="lease renew interval")
+    )
+    assert ttl is not None  # it has a default
     try:
-        overrides: dict[str, object] = {}
-        for key in SCHEDULE_OPTIONS:
-            raw = get(key.replace("_", "-"))
-            if raw is None:
-                continue
-            if key == "run_on_start":
-                overrides[key] = parse_bool(raw, what="--run-on-start")
-            elif key == "mode":
-                overrides[key] = _check_choice(raw, [m.value for m in Mode], "mode")
-            elif key == "misfire":
-                overrides[key] = _check_choice(raw, [m.value for m in Misfire], "misfire policy")
-            else:
-                overrides[key] = raw
-        if len(args.workers) > 1 and (overrides or get("name")):
-            flags = ", ".join(f"--{k.replace('_', '-')}" for k in overrides) or "--name"
-            raise UsageError(f"{flags} apply only when one worker is run, not {len(args.workers)}")
-        log_format = _check_choice(get("log-format") or "text", LOG_FORMATS, "log format")
-        level = check_level(get("log-level") or "info")
-        port_text = get("metrics-port")
-        return RuntimeSettings(
-            workers=tuple(args.workers),
-            name=get("name"),
-            schedule_overrides=overrides,
-            services=get("services"),
-            replica_id=get("replica-id") or RuntimeSettings(workers=()).replica_id,
-            shutdown_grace_seconds=duration_arg(
-                get("shutdown-grace") or "30s", what="shutdown grace"
-            ),
-            log_format=log_format,
-            log_level=level,
-            redis_url=get("redis-url"),
-            redis_password=read_password(env, get("redis-password-file")),
-            lease_ttl_seconds=duration_arg(get("lease-ttl") or "15s", what="lease TTL"),
-            lease_renew_interval_seconds=_optional_duration(
-                get("lease-renew-interval"), what="lease renew interval"
-            ),
-            metrics_host=get("metrics-host") or "0.0.0.0",
-            metrics_port=metrics_port(port_text) if port_text is not None else 9100,
+        check_lease(
+            ttl,
+            renew,
+            ttl_what=inputs.source("lease-ttl"),
+            renew_what=inputs.source("lease-renew-interval"),
+            ttl_text=inputs.get("lease-ttl"),
+            renew_text=inputs.get("lease-renew-interval"),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-
-
-def _optional_duration(text: str | None, *, what: str) -> float | None:
-    return None if text is None else duration_arg(text, what=what)
-
-
-def build_workers(settings: RuntimeSettings) -> list[PeriodicWorker]:
-    """Import, configure and validate every worker before anything starts."""
-    workers: list[PeriodicWorker] = []
-    for spec in settings.workers:
-        try:
-            cls = load_worker_class(spec)
-            schedule = cls.class_schedule
-            if settings.schedule_overrides:
-                if schedule is None:
-                    schedule = PeriodicWorker.schedule_from(dict(settings.schedule_overrides))
-                else:
-                    schedule = schedule.with_overrides(**settings.schedule_overrides)
-            worker = cls(name=settings.name, schedule=schedule)
-            worker.schedule  # noqa: B018 - raises when there is none
-        except (ValueError, TypeError) as exc:
-            message = str(exc)
-            raise UsageError(
-                message if spec in message else f"worker {spec!r}: {message}"
-            ) from None
-        workers.append(worker)
-    names = [w.name for w in workers]
-    for name in names:
-        if names.count(name) > 1:
-            raise UsageError(f"worker name {name!r} is used twice; each worker needs its own name")
-    return workers
-
-
-def load_services(spec: str | None) -> Callable[[svcs.Registry], Any] | None:
-    if spec is None:
-        return None
+    url_what = inputs.source("redis-url")
+    redis_url = inputs.parse("redis-url", lambda v: check_redis_url(v, what=url_what))
     try:
-        func = load_attribute(spec, what="services")
+        password = read_password(env, inputs.get("redis-password-file"))
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if not callable(func):
-        raise UsageError(f"services {spec!r} is not callable")
-    return func  # type: ignore[no-any-return]
-
-
-def make_leases(settings: RuntimeSettings, metrics: Metrics, timing: LeaseTiming) -> LeaseProvider:
-    if settings.redis_url is None:
-        return InProcessLeases()
-    from worker_runtime.redis_leases import RedisLeases
-
-    return RedisLeases.from_url(
-        settings.redis_url, password=settings.redis_password, timing=timing, metrics=metrics
+        raise UsageError(f"{inputs.source('redis-password-file')}: {exc}") from None
+    services = inputs.parse("services", lambda v: check_spec(v, what="services"))
+    return RuntimeSettings(
+        workers=tuple(args.workers),
+        name=name,
+        schedule_overrides=overrides,
+        services=services,
+        replica_id=inputs.parse("replica-id", check_replica_id, socket.gethostname()) or "",
+        shutdown_grace_seconds=inputs.parse(
+            "shutdown-grace", lambda v: duration_arg(v, what="shutdown grace"), "30s"
+        )
+        or 0.0,
+        log_format=log_format or "text",
+        log_level=level or "INFO",
+        redis_url=redis_url,
+        redis_password=password,
+        lease_ttl_seconds=ttl,
+        lease_renew_interval_seconds=renew,
+        metrics_host=inputs.parse("metrics-host", check_host, "0.0.0.0") or "0.0.0.0",
+        metrics_port=inputs.parse("metrics-port", metrics_port, "9100") or 0,
     )
-
-
-async def serve(settings: RuntimeSettings, workers: list[PeriodicWorker], services: Any) -> int:
-    """Run until SIGTERM/SIGINT; the exit code."""
-    registry = CollectorRegistry()
-    for collector in (ProcessCollector, PlatformCollector, GCCollector):
-        collector(registry=registry)
-    metrics = Metrics(registry)
-    timing = settings.lease_timing()
-    leases = make_leases(settings, metrics, timing)
-    manager = WorkerManager(
-        options=ManagerOptions(
-            replica_id=settings.replica_id,
-            shutdown_grace_seconds=settings.shutdown_grace_seconds,
-            lease=timing,
-        ),
-        leases=leases,
-        metrics=metrics,
-    )
-    if services is not None:
-        result = services(manager.services)
-        if asyncio.iscoroutine(result):
-            await result
-    for worker in workers:
-        await manager.add(worker)
-
-    lag = LoopLagMonitor()
-
-    async def live() -> tuple[bool, str]:
-        return lag.healthy()
-
-    async def ready() -> tuple[bool, str]:
-        if not manager.running:
-            return False, "not running"
-        if not manager.leases_reachable:
-            return False, f"lease backend {leases.description} unreachable"
-        try:
-            async with asyncio.timeout(1.0):
-                await leases.ping()
-        except Exception as exc:  # any failure means not ready
-            return False, f"lease backend {leases.description} unreachable: {type(exc).__name__}"
-        return True, "ok"
-
-    server: HealthServer | None = None
-    if settings.metrics_port:
-        server = HealthServer(registry=registry, live=live, ready=ready)
-        try:
-            await server.start(settings.metrics_host, settings.metrics_port)
-        except OSError as exc:
-            print(
-                f"tickwork: error: cannot listen on {settings.metrics_host}:"
-                f"{settings.metrics_port} for metrics: {exc.strerror}",
-                file=sys.stderr,
-            )
-            await leases.aclose()
-            return EXIT_USAGE
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
-
-    loop = asyncio.get_running_loop()
-    signals_seen = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        name = signal.Signals(signum).name
-        if signals_seen == 1:
-            log.info("%s received: shutting down gracefully", name)
-            manager.stop()
-        else:
-            log.warning("%s received again: cancelling in-flight ticks now", name)
-            manager.stop(grace_seconds=0)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        async with asyncio.TaskGroup() as tg:
-            lag_task = tg.create_task(lag.run(), name="loop-lag")
-            try:
-                await manager.run()
-            finally:
-                lag_task.cancel()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        if server is not None:
-            await server.close()
-    return 0
 
 
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    settings = settings_from(args, env)
-    configure_logging(log_format=settings.log_format, level=settings.log_level)
-    workers = build_workers(settings)
-    services = load_services(settings.services)
-    try:
-        settings.lease_timing()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if settings.redis_url is not None:
-        from worker_runtime.redis_leases import check_redis_url
+    from worker_runtime.process import StartupError, run
 
-        try:
-            check_redis_url(settings.redis_url)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    disable_created_metrics()  # type: ignore[no-untyped-call]
-    return asyncio.run(serve(settings, workers, services))
+    settings = settings_from(args, env)
+    try:
+        return run(settings)
+    except StartupError as exc:
+        if settings.log_level == "DEBUG" and exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        raise UsageError(str(exc)) from None
 
 
 def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from worker_runtime.status import print_status
 
-    url = args.redis_url or env.get(env_name("redis-url"))
+    inputs = _Inputs(args, env)
+    url_what = inputs.source("redis-url")
+    url = inputs.parse("redis-url", lambda v: check_redis_url(v, what=url_what))
     if not url:
         raise UsageError("tickwork status needs --redis-url or TICKWORK_REDIS_URL")
     try:
-        password = read_password(env, args.redis_password_file)
+        password = read_password(env, inputs.get("redis-password-file"))
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"{inputs.source('redis-password-file')}: {exc}") from None
     code: int = asyncio.run(
         print_status(url, password=password, worker=args.worker, as_json=args.json)
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from worker_runtime.leases import LeaseBackend
 from worker_runtime.metrics import Metrics, WorkerMetrics
+from worker_runtime.rules import check_lease, default_renew_interval
 
 __all__ = ["LeaseKeeper", "LeaseTiming", "Term"]
 
@@ -41,22 +42,13 @@ class LeaseTiming:
     backoff_max_seconds: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.ttl_seconds < 0.5:
-            raise ValueError(f"lease TTL {self.ttl_seconds:g}s is too short; use at least 500ms")
-        renew = self.renew
-        if renew > self.ttl_seconds / 2:
-            raise ValueError(
-                f"lease renew interval {renew:g}s must be at most half the TTL "
-                f"({self.ttl_seconds:g}s) so one failed renewal can be retried in time"
-            )
-        if renew <= 0:
-            raise ValueError(f"lease renew interval {renew:g}s must be greater than zero")
+        check_lease(self.ttl_seconds, self.renew_interval_seconds)
 
     @property
     def renew(self) -> float:
         if self.renew_interval_seconds is not None:
             return self.renew_interval_seconds
-        return self.ttl_seconds / 3
+        return default_renew_interval(self.ttl_seconds)
 
     @property
     def drift_seconds(self) -> float:

@@ -13,7 +13,6 @@ script is safe to repeat), a health check on connections idle for longer than th
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -21,11 +20,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker_runtime.config import redact_url
 from worker_runtime.keys import WorkerKeys
 from worker_runtime.leases import LeaseBackend, LeaseProvider, RunRecord, SlotClaim
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.metrics import Metrics
+from worker_runtime.redis_urls import check_redis_url, redact_url
 from worker_runtime.scheduling import ScheduleState
 
 __all__ = ["RedisLeases", "check_redis_url"]
@@ -114,21 +113,6 @@ if ARGV[3] == 'success' then
 end
 return 1
 """
-
-
-def check_redis_url(url: str) -> None:
-    """``ValueError`` (with the password redacted) unless ``url`` is a usable Redis URL."""
-    safe = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"redis URL {safe!r} is not a valid URL") from None
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"redis URL {safe!r} must start with redis://, rediss:// or unix://")
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ValueError(f"redis URL {safe!r} has no host")
-    del port
 
 
 def _ms(seconds: float) -> int:

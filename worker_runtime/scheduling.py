@@ -13,8 +13,9 @@ from enum import StrEnum
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from worker_runtime.cron import CronExpression, load_timezone
+from worker_runtime.cron import CronExpression
 from worker_runtime.durations import format_duration, to_seconds
+from worker_runtime.rules import MIN_PERIOD_SECONDS, check_jitter, check_period, load_timezone
 
 __all__ = [
     "MIN_PERIOD_SECONDS",
@@ -28,7 +29,6 @@ __all__ = [
     "plan_next",
 ]
 
-MIN_PERIOD_SECONDS = 0.1
 #: The schedule options, as worker class attributes, ``Schedule.build`` keywords and (with
 #: dashes) ``tickwork run`` flags.
 SCHEDULE_OPTIONS = (
@@ -42,9 +42,6 @@ SCHEDULE_OPTIONS = (
     "misfire",
     "misfire_grace",
 )
-# Counting every missed cron slot after a very long outage is pointless work; past this many
-# the count is an estimate from the schedule's typical interval.
-_MAX_COUNTED_SLOTS = 1000
 
 
 class Mode(StrEnum):
@@ -114,15 +111,10 @@ class Schedule:
         cron_expr: CronExpression | None = None
         if period is not None:
             period_seconds = to_seconds(period, what="period")
-            if not math.isfinite(period_seconds) or period_seconds < MIN_PERIOD_SECONDS:
-                raise ValueError(
-                    f"period {period!r} is shorter than the minimum "
-                    f"{format_duration(MIN_PERIOD_SECONDS)}"
-                )
+            check_period(period_seconds, text=repr(period))
             if timezone not in (None, "", "UTC"):
                 raise ValueError(f"timezone {timezone!r} applies only to a cron schedule")
-        else:
-            assert cron is not None
+        elif cron is not None:
             cron_expr = CronExpression.parse(cron)
             if mode_value is Mode.RATE:
                 raise ValueError(f"mode {mode!r} applies only to a period schedule")
@@ -134,19 +126,21 @@ class Schedule:
             if timeout_seconds <= 0:
                 raise ValueError(f"timeout {timeout!r} must be greater than zero")
         jitter_seconds = 0.0 if jitter is None else to_seconds(jitter, what="jitter")
-        if jitter_seconds < 0:
-            raise ValueError(f"jitter {jitter!r} must not be negative")
+        check_jitter(
+            jitter_seconds,
+            period_seconds if period_seconds is not None else math.inf,
+            rate_mode=mode_value is Mode.RATE,
+        )
         grace = None
         if misfire_grace is not None:
             grace = to_seconds(misfire_grace, what="misfire grace")
             if grace <= 0:
                 raise ValueError(f"misfire grace {misfire_grace!r} must be greater than zero")
-        if period_seconds is not None:
-            interval = period_seconds
+        if cron_expr is not None:
+            interval = _typical_cron_interval(cron_expr, zone, timezone=zone_name)
         else:
-            assert cron_expr is not None
-            interval = _typical_cron_interval(cron_expr, zone)
-        schedule = cls(
+            interval = period_seconds or MIN_PERIOD_SECONDS
+        return cls(
             period_seconds=period_seconds,
             mode=mode_value,
             cron=cron_expr,
@@ -159,16 +153,6 @@ class Schedule:
             _zone=zone,
             _interval=interval,
         )
-        if (
-            period_seconds is not None
-            and jitter_seconds >= period_seconds
-            and mode_value is Mode.RATE
-        ):
-            raise ValueError(
-                f"jitter {format_duration(jitter_seconds)} must be shorter than the period "
-                f"{format_duration(period_seconds)} in rate mode"
-            )
-        return schedule
 
     def with_overrides(self, **changes: object) -> Schedule:
         """A new validated schedule with some options replaced (used by CLI overrides)."""
@@ -249,22 +233,28 @@ class Schedule:
             first_k = round((slot - anchor) / self.period_seconds)
             count = max(0, last_k - first_k + 1)
             return count
-        count = 0
-        slot = start
-        while count < _MAX_COUNTED_SLOTS:
-            slot = self.slot_after(slot, anchor=anchor)
-            if slot >= end:
-                return count
-            count += 1
-        return count + int((end - slot) / self.interval_seconds)
+        assert self.cron is not None
+        return self.cron.count_between(start, end, self._zone)
 
 
-def _typical_cron_interval(cron: CronExpression, zone: ZoneInfo) -> float:
-    """The gap between a cron schedule's first two slots of 2024 (a DST-free day in most zones)."""
-    first = cron.next_after(datetime(2024, 1, 1, tzinfo=UTC), zone)
-    assert first is not None  # parse() refuses expressions that never match
-    second = cron.next_after(first, zone)
-    return second.timestamp() - first.timestamp() if second else 86400.0
+# Where build() starts looking for a cron schedule's first slots.
+_CRON_REFERENCE = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _typical_cron_interval(cron: CronExpression, zone: ZoneInfo, *, timezone: str) -> float:
+    """The gap between a cron schedule's first two slots of 2024 (a DST-free day in most zones).
+
+    ``CronExpression.parse`` has already refused an expression that matches no date; this
+    refuses one whose every matching minute falls in a daylight-saving gap of ``zone``.
+    """
+    first = cron.next_after(_CRON_REFERENCE, zone)
+    second = cron.next_after(first, zone) if first is not None else None
+    if first is None or second is None:
+        raise ValueError(
+            f"cron {cron.text!r} never runs in time zone {timezone}: every matching minute "
+            "falls in a daylight-saving gap"
+        )
+    return second.timestamp() - first.timestamp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,11 +345,15 @@ def _latest_slot_at_or_before(
         k = math.floor((moment - anchor) / schedule.period_seconds)
         return anchor + k * schedule.period_seconds
     slot = schedule.slot_after(floor, anchor=anchor)
-    if moment - slot > _MAX_COUNTED_SLOTS * schedule.interval_seconds:
-        # A long outage: jump close to ``moment`` instead of walking every slot.
-        jumped = schedule.slot_after(moment - 2 * schedule.interval_seconds - 3600, anchor=anchor)
+    # However long the outage, look back from ``moment`` in widening windows instead of
+    # walking every missed slot: the walk below then covers at most about two windows.
+    window = 2 * schedule.interval_seconds
+    while moment - window > slot:
+        jumped = schedule.slot_after(moment - window, anchor=anchor)
         if jumped <= moment:
             slot = jumped
+            break
+        window *= 2
     while True:
         nxt = schedule.slot_after(slot, anchor=anchor)
         if nxt > moment:

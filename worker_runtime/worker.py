@@ -17,14 +17,15 @@ if TYPE_CHECKING:
 
 __all__ = ["PeriodicWorker", "validate_worker_name"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}")
 
 Duration: TypeAlias = timedelta | float | int | str
 
 
 def validate_worker_name(name: str) -> str:
     """Worker names become Redis hash tags and metric labels: keep them plain."""
-    if not _NAME.match(name):
+    # fullmatch: ``$`` in ``match`` would let a trailing newline through into every log line.
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(
             f"worker name {name!r} must be 1-200 characters of letters, digits and _ . : / -, "
             "starting with a letter or digit"

@@ -32,6 +32,15 @@ from worker_operator.constants import (
     SINGULAR,
     VERSION,
 )
+from worker_runtime.durations import MAX_DURATION_SECONDS, format_duration
+from worker_runtime.redis_urls import SECRET_OPTION_PATTERN
+from worker_runtime.rules import (
+    MAX_LEASE_TTL_SECONDS,
+    MAX_RENEW_FRACTION,
+    MIN_LEASE_TTL_SECONDS,
+    MIN_PERIOD_SECONDS,
+    MIN_RENEW_INTERVAL_SECONDS,
+)
 
 __all__ = [
     "DURATION_PATTERN",
@@ -61,9 +70,8 @@ QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
     r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
-#: The longest duration of any field (one year), and the number form CEL's ``duration()``
-#: converts without overflow (at most five digits before each unit).
-MAX_DURATION = "8760h"
+#: The number form CEL's ``duration()`` converts without overflow (at most five digits
+#: before each unit).
 _CONVERTIBLE_DURATION_PATTERN = r"^([0-9]{1,5}([.][0-9]+)?(ms|s|m|h))+$"
 #: A container image reference (distribution's grammar): an optional registry (with a dot,
 #: a port or localhost), lower-case path components, an optional tag and digest.
@@ -75,8 +83,18 @@ IMAGE_PATTERN = (
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
     r"(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
 )
-MIN_PERIOD = "100ms"
-MIN_LEASE_TTL = "500ms"
+# The runtime's rules (worker_runtime.rules), written as CEL durations.
+MIN_PERIOD = format_duration(MIN_PERIOD_SECONDS)
+MIN_LEASE_TTL = format_duration(MIN_LEASE_TTL_SECONDS)
+MAX_LEASE_TTL = format_duration(MAX_LEASE_TTL_SECONDS)
+MIN_RENEW_INTERVAL = format_duration(MIN_RENEW_INTERVAL_SECONDS)
+MAX_DURATION = format_duration(MAX_DURATION_SECONDS)
+# The runtime's renew rule, renewInterval <= ttl * MAX_RENEW_FRACTION, as CEL can say it.
+_RENEW_AT_MOST_HALF = (
+    "duration(self.ttl) - duration(self.renewInterval) >= duration(self.renewInterval)"
+)
+if MAX_RENEW_FRACTION != 0.5:
+    raise ImportError("crd.py states the renew rule for a fraction of 1/2; update it")
 _MAX_DURATION_LENGTH = 32
 
 
@@ -237,6 +255,12 @@ def _duration(
                 message_expression=f"'{what} ' + self + ' is shorter than the minimum {minimum}'",
             )
         )
+    rules.append(
+        _rule(
+            f"!{_is_duration('self')} || duration(self) <= duration('{maximum}')",
+            message_expression=f"'{what} ' + self + ' is longer than the maximum {maximum}'",
+        )
+    )
     if positive:
         rules.append(
             _rule(
@@ -570,7 +594,7 @@ def _schedule() -> Schema:
         "variables.",
         {
             "period": _duration(
-                "Run every PERIOD, e.g. 30s, 10m, 1h30m (at least 100ms).",
+                f"Run every PERIOD, e.g. 30s, 10m, 1h30m (at least {MIN_PERIOD}).",
                 what="schedule.period",
                 minimum=MIN_PERIOD,
             ),
@@ -677,24 +701,24 @@ def _lease() -> Schema:
         "The Redis lease that lets exactly one replica run each tick.",
         {
             "ttl": _duration(
-                "How long a lease lives without renewal (at least 500ms). A killed holder's "
-                "slot is taken over within TTL plus one period.",
+                f"How long a lease lives without renewal ({MIN_LEASE_TTL} to {MAX_LEASE_TTL}). "
+                "A killed holder's slot is taken over within TTL plus one period.",
                 what="lease.ttl",
                 default=DEFAULTS.lease_ttl,
                 minimum=MIN_LEASE_TTL,
+                maximum=MAX_LEASE_TTL,
             ),
             "renewInterval": _duration(
-                "How often the holder renews (default TTL/3; at most TTL/2, so one failed "
-                "renewal can be retried in time).",
+                f"How often the holder renews (default TTL/3; at least {MIN_RENEW_INTERVAL}, at "
+                "most TTL/2, so one failed renewal can be retried in time).",
                 what="lease.renewInterval",
-                positive=True,
+                minimum=MIN_RENEW_INTERVAL,
             ),
         },
         default={},
         rules=[
             _rule(
-                f"!has(self.renewInterval) || !({both}) || "
-                "duration(self.ttl) - duration(self.renewInterval) >= duration(self.renewInterval)",
+                f"!has(self.renewInterval) || !({both}) || {_RENEW_AT_MOST_HALF}",
                 message="lease.renewInterval must be at most half of lease.ttl",
                 field_path=".renewInterval",
             )
@@ -717,7 +741,8 @@ def _redis() -> Schema:
                         message="redis.url must start with redis:// or rediss://",
                     ),
                     _rule(
-                        "!self.matches('^rediss?://[^/@]*:[^/@]*@')",
+                        "!self.matches('^rediss?://[^/@]*:[^/@]*@') && "
+                        f"!self.matches('(?i)[?&][^=&#]*({SECRET_OPTION_PATTERN})')",
                         message="redis.url must not contain a password; put the URL in a "
                         "Secret and use redis.urlSecretRef",
                     ),

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from worker_operator.constants import (
     DEFAULTS,
@@ -23,7 +22,9 @@ from worker_operator.constants import (
 )
 from worker_operator.crd import DURATION_PATTERN, IMAGE_PATTERN, MAX_DURATION, WORKER_PATTERN
 from worker_runtime.cron import CronExpression
-from worker_runtime.durations import format_duration, parse_duration
+from worker_runtime.durations import parse_duration
+from worker_runtime.redis_urls import carries_password, check_redis_url
+from worker_runtime.rules import check_jitter, check_lease, check_period, load_timezone
 
 __all__ = [
     "LeaseSpec",
@@ -35,8 +36,6 @@ __all__ = [
     "parse_worker",
 ]
 
-_MIN_PERIOD_SECONDS = 0.1
-_MIN_LEASE_TTL_SECONDS = 0.5
 _DURATION = re.compile(DURATION_PATTERN)
 _WORKER = re.compile(WORKER_PATTERN)
 _IMAGE = re.compile(IMAGE_PATTERN)
@@ -215,7 +214,6 @@ def _duration(
     key: str,
     path: str,
     *,
-    minimum: float = 0.0,
     positive: bool = False,
     maximum: str = MAX_DURATION,
 ) -> tuple[str, float] | None:
@@ -229,13 +227,19 @@ def _duration(
         seconds = parse_duration(text, what=what)
     except ValueError as exc:
         raise SpecError(str(exc)) from None
-    if seconds < minimum:
-        raise SpecError(f"{what} {text} is shorter than the minimum {format_duration(minimum)}")
     if positive and seconds <= 0:
         raise SpecError(f"{what} {text} must be greater than zero")
     if seconds > parse_duration(maximum):
         raise SpecError(f"{what} {text} is longer than the maximum {maximum}")
     return text, seconds
+
+
+def _rule(check: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """Apply one of the runtime's rules (``worker_runtime.rules``); its error is a SpecError."""
+    try:
+        check(*args, **kwargs)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _secret_ref(value: object, path: str, default_key: str) -> SecretKeyRef | None:
@@ -264,7 +268,9 @@ def _string_map(value: object, path: str) -> dict[str, str]:
 
 def _parse_schedule(data: Mapping[str, Any]) -> ScheduleSpec:
     path = "spec.schedule"
-    period = _duration(data, "period", path, minimum=_MIN_PERIOD_SECONDS)
+    period = _duration(data, "period", path)
+    if period is not None:
+        _rule(check_period, period[1], what=f"{path}.period", text=period[0])
     cron = _optional_str(data, "cron", path)
     if (period is None) == (cron is None):
         raise SpecError("spec.schedule needs exactly one of period and cron")
@@ -280,24 +286,15 @@ def _parse_schedule(data: Mapping[str, Any]) -> ScheduleSpec:
         except ValueError as exc:
             raise SpecError(f"spec.schedule.cron: {exc}") from None
     if time_zone is not None:
-        try:
-            ZoneInfo(time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise SpecError(
-                f"spec.schedule.timeZone {time_zone!r} is not an IANA time zone name "
-                "(e.g. UTC, Europe/Berlin)"
-            ) from None
+        _rule(load_timezone, time_zone, what=f"{path}.timeZone")
     timeout = _duration(data, "timeout", path, positive=True)
     jitter = _duration(data, "jitter", path)
     misfire = _choice(data, "misfire", path, ("skip", "catch_up")) or DEFAULTS.misfire
     grace = _duration(data, "misfireGrace", path, positive=True)
     if grace is not None and misfire != "catch_up":
         raise SpecError("spec.schedule.misfireGrace applies only with misfire: catch_up")
-    if mode == "rate" and period is not None and jitter is not None and jitter[1] >= period[1]:
-        raise SpecError(
-            f"spec.schedule.jitter {jitter[0]} must be shorter than the period {period[0]} "
-            "in rate mode"
-        )
+    if period is not None and jitter is not None:
+        _rule(check_jitter, jitter[1], period[1], rate_mode=mode == "rate", what=f"{path}.jitter")
     return ScheduleSpec(
         period=period[0] if period else None,
         mode=mode,
@@ -313,15 +310,20 @@ def _parse_schedule(data: Mapping[str, Any]) -> ScheduleSpec:
 
 def _parse_lease(data: Mapping[str, Any]) -> LeaseSpec:
     path = "spec.lease"
-    ttl = _duration(data, "ttl", path, minimum=_MIN_LEASE_TTL_SECONDS) or (
+    ttl = _duration(data, "ttl", path) or (
         DEFAULTS.lease_ttl,
         parse_duration(DEFAULTS.lease_ttl),
     )
     renew = _duration(data, "renewInterval", path, positive=True)
-    if renew is not None and renew[1] > ttl[1] / 2:
-        raise SpecError(
-            f"spec.lease.renewInterval {renew[0]} must be at most half of spec.lease.ttl {ttl[0]}"
-        )
+    _rule(
+        check_lease,
+        ttl[1],
+        renew[1] if renew else None,
+        ttl_what=f"{path}.ttl",
+        renew_what=f"{path}.renewInterval",
+        ttl_text=ttl[0],
+        renew_text=renew[0] if renew else None,
+    )
     return LeaseSpec(ttl=ttl[0], renew_interval=renew[0] if renew else None)
 
 
@@ -337,11 +339,12 @@ def _parse_redis(value: object) -> RedisSpec | None:
     if url is not None:
         if not url.startswith(("redis://", "rediss://")):
             raise SpecError("spec.redis.url must start with redis:// or rediss://")
-        if re.match(r"^rediss?://[^/@]*:[^/@]*@", url):
+        if carries_password(url):
             raise SpecError(
                 "spec.redis.url must not contain a password; put the URL in a Secret and use "
                 "spec.redis.urlSecretRef"
             )
+        _rule(check_redis_url, url, what=f"{path}.url")
     password = _secret_ref(
         data.get("passwordSecretRef"), f"{path}.passwordSecretRef", DEFAULTS.redis_password_key
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from worker_runtime.cli import main
@@ -36,13 +38,76 @@ W = "tests.workers.sample:Ticker"
         (["run", W, "--log-format", "xml"], {}, "log format 'xml' is not one of: text, json"),
         (["run", W, "--log-level", "loud"], {}, "log level 'loud' is not one of"),
         (["run", W, "--metrics-port", "99999"], {}, "metrics port '99999' must be a number"),
-        (["run", W, "--lease-ttl", "100ms"], {}, "too short; use at least 500ms"),
+        (
+            ["run", W, "--lease-ttl", "100ms"],
+            {},
+            "--lease-ttl 100ms is shorter than the minimum 500ms",
+        ),
         (
             ["run", W, "--lease-ttl", "3s", "--lease-renew-interval", "2s"],
             {},
-            "must be at most half the TTL",
+            "--lease-renew-interval 2s must be at most half of --lease-ttl 3s",
+        ),
+        (
+            ["run", W, "--lease-ttl", "1e300"],
+            {},
+            "--lease-ttl: lease TTL '1e300' is not a duration",
+        ),
+        (["run", W, "--lease-ttl", "2h"], {}, "--lease-ttl 2h is longer than the maximum 1h"),
+        (["run", W, "--lease-ttl", "999999999h"], {}, "longer than the maximum 8784h"),
+        (
+            ["run", W, "--lease-renew-interval", "1ms"],
+            {},
+            "--lease-renew-interval 1ms is shorter than the minimum 100ms",
+        ),
+        (
+            ["run", W],
+            {"TICKWORK_LEASE_RENEW_INTERVAL": "1ms"},
+            "TICKWORK_LEASE_RENEW_INTERVAL 1ms is shorter than the minimum 100ms",
+        ),
+        (
+            ["run", W, "--metrics-port", "\u00b2"],
+            {},
+            "--metrics-port: metrics port '\u00b2' must be",
+        ),
+        (["run", W, "--metrics-port", "\u0663"], {}, "--metrics-port: metrics port"),
+        (["run", W, "--period", "\u0663s"], {}, "--period: period '\u0663s' is not a duration"),
+        (["run", W, "--cron", "\u0663 * * * *"], {}, "--cron: cron '\u0663 * * * *' may contain"),
+        (["run", W, "--cron", "*/ * * * *"], {}, "--cron: cron '*/ * * * *': minute step ''"),
+        (["run", W, "--timeout", "1\u00a0s"], {}, "--timeout: timeout '1\\xa0s' is not"),
+        (["run", W, "--replica-id", "a\nb"], {}, "--replica-id: replica id 'a\\nb' must be"),
+        (["run", W], {"TICKWORK_REPLICA_ID": "a b"}, "TICKWORK_REPLICA_ID: replica id 'a b'"),
+        (["run", W, "--name", "ticker\n"], {}, "--name: worker name 'ticker\\n' must be"),
+        (["run", W, "--metrics-host", "0.0.0.0\r"], {}, "--metrics-host: metrics host"),
+        (
+            ["run", W, "--redis-url", "redis://h:6379/0?socket_timeout=abc"],
+            {},
+            "option 'socket_timeout' is set by tickwork from the lease timing",
+        ),
+        (
+            ["run", W, "--redis-url", "redis://h:6379/0?frobnicate=1"],
+            {},
+            "--redis-url: --redis-url 'redis://h:6379/0?frobnicate=1': unknown option",
+        ),
+        (
+            ["run", W, "--redis-url", "redis://h:6379/0?ssl_ca_certs=/ca.crt"],
+            {},
+            "(TLS options need rediss://)",
+        ),
+        (["run", W, "--redis-url", "redis://h/abc"], {}, "database in the path 'abc' must be a"),
+        (["run", W, "--redis-url", "redis://h/99999"], {}, "must be a number from 0 to 15"),
+        (["run", W, "--redis-url", "redis://h/1/2"], {}, "database in the path '1/2'"),
+        (["run", W, "--redis-url", "redis://h/0?db=x"], {}, "the database option 'x'"),
+        (["run", W, "--redis-url", "redis://h/0?db=1&db=2"], {}, "option 'db' is given twice"),
+        (["run", W, "--redis-url", "redis://h:port/0"], {}, "is not a valid URL"),
+        (["run", W, "--redis-url", "redis://h/0 "], {}, "must be ASCII without spaces"),
+        (
+            ["run", W],
+            {"TICKWORK_REDIS_URL": "redis://h/x"},
+            "TICKWORK_REDIS_URL: TICKWORK_REDIS_URL 'redis://h/x'",
         ),
         (["run", W, "--redis-url", "http://x:1"], {}, "must start with redis://, rediss://"),
+        (["status", "--redis-url", "redis://h/0?timeout=1"], {}, "option 'timeout' is set by"),
         (["run", W, "--redis-url", "redis://:s3cret@"], {}, "has no host"),
         (
             ["run", W, "--redis-password-file", "/nonexistent/pw"],
@@ -91,3 +156,51 @@ def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]
         main(["--version"], {})
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith("tickwork 0.")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@h:6379/0?socket_timeout=abc",
+        "redis://user:hunter2@h:6379/99999",
+        "redis://hunter2@h:6379/x",
+        "redis://h:6379/0?password=hunter2&frobnicate=1",
+        "redis://h:6379/0?password=hunter2&db=abc",
+        "rediss://h:6380/0?ssl_password=hunter2&ssl_cert_reqs=sometimes",
+        "redis://h:6379/0?my_api_token=hunter2&x=1",
+        "redis://h:6379/0?password=hunter2 ",
+    ],
+)
+def test_no_secret_part_of_a_refused_redis_url_reaches_the_error(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (["run", W, "--redis-url", url], ["status", "--redis-url", url]):
+        assert main(argv, {}) == 2
+        err = capsys.readouterr().err
+        assert "hunter2" not in err and "***" in err, err
+        assert err.count("\n") == 1
+
+
+def test_a_password_file_that_is_not_utf8_names_the_file_and_shows_no_byte_of_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "redis-password"
+    secret.write_bytes(b"hunter\xff\xfe2")
+    assert main(["run", W, "--redis-password-file", str(secret)], {}) == 2
+    err = capsys.readouterr().err
+    assert f"--redis-password-file: redis password file '{secret}' is not UTF-8 text" in err
+    assert "hunter" not in err and "xff" not in err and "0xff" not in err
+    assert err.count("\n") == 1
+
+
+def test_a_password_with_a_control_character_is_refused_without_showing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "redis-password"
+    secret.write_text("hunter\x002\n")
+    assert main(["run", W, "--redis-password-file", str(secret)], {}) == 2
+    err = capsys.readouterr().err
+    assert "contains a control character" in err and "hunter" not in err
+    assert main(["run", W], {"TICKWORK_REDIS_PASSWORD": "hunter\r2"}) == 2
+    err = capsys.readouterr().err
+    assert "TICKWORK_REDIS_PASSWORD contains a control character" in err and "hunter" not in err

@@ -5,7 +5,7 @@ tzinfo by wall time, which is exactly what DST makes wrong.
 """
 
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -118,3 +118,103 @@ def test_a_bad_cron_expression_gets_a_one_line_error_naming_it(expr: str, messag
 def test_an_unknown_time_zone_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="'Mars/Olympus'"):
         load_timezone("Mars/Olympus")
+
+
+@pytest.mark.parametrize("expr", ["*/ * * * *", "2/ * * * *", "0-10/ * * * *", "* */ * * *"])
+def test_an_empty_step_is_refused_as_debian_cron_refuses_it(expr: str) -> None:
+    with pytest.raises(ValueError, match="step '' must be a positive number") as info:
+        CronExpression.parse(expr)
+    assert repr(expr) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "\u0663 * * * *",  # ARABIC-INDIC DIGIT THREE
+        "*/\uff15 * * * *",  # FULLWIDTH DIGIT FIVE
+        "0\u00a00 * * *",  # NO-BREAK SPACE between fields
+        "0 0 * * *\u2003",
+        "0\n0 * * *",
+    ],
+)
+def test_non_ascii_digits_spaces_and_control_characters_are_refused(expr: str) -> None:
+    with pytest.raises(ValueError, match="cron") as info:
+        CronExpression.parse(expr)
+    assert "\n" not in str(info.value)
+
+
+def test_an_unknown_macro_is_refused_and_every_known_macro_parses() -> None:
+    with pytest.raises(ValueError, match="'@reboot' is not a known macro"):
+        CronExpression.parse("@reboot")
+    hourly = CronExpression.parse("@HOURLY")
+    assert (hourly.minutes, len(hourly.hours)) == (frozenset({0}), 24)
+    for macro in ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight"):
+        cron = CronExpression.parse(macro)
+        assert (cron.minutes, cron.hours) == (frozenset({0}), frozenset({0}))
+
+
+def test_the_first_of_november_on_a_sunday_is_found_years_ahead() -> None:
+    # ``*/7`` starts with ``*``: cron's AND rule, so only a 1 November that is a Sunday.
+    slot = CronExpression.parse("0 0 1 11 */7").next_after(_utc(2026, 1, 1), UTC)
+    assert slot is not None
+    assert (slot.year, slot.month, slot.day, slot.strftime("%a")) == (2026, 11, 1, "Sun")
+    after = CronExpression.parse("0 0 1 11 */7").next_after(slot, UTC)
+    assert after is not None and (after.year, after.strftime("%a")) == (2037, "Sun")
+
+
+def test_the_29th_of_february_on_a_sunday_is_found_decades_ahead() -> None:
+    cron = CronExpression.parse("0 0 29 2 */7")
+    slot = cron.next_after(_utc(2021, 1, 1), UTC)
+    assert slot is not None and slot.date().isoformat() == "2032-02-29"
+    later = cron.next_after(slot, UTC)
+    assert later is not None and later.date().isoformat() == "2060-02-29"
+
+
+def test_an_april_tuesday_on_a_seventh_day_in_berlin_never_runs_out_of_slots() -> None:
+    cron = CronExpression.parse("* * */7 Apr 2")
+    moment = datetime(1988, 3, 27, tzinfo=BERLIN)
+    for _ in range(5):
+        nxt = cron.next_after(moment, BERLIN)
+        assert nxt is not None and nxt > moment
+        local = nxt.astimezone(BERLIN)
+        assert (local.month, local.day % 7, local.strftime("%a")) == (4, 1, "Tue")
+        moment = nxt.replace(hour=23, minute=59)  # on to the next matching day
+    assert moment.year >= 1994
+
+
+@pytest.mark.parametrize(
+    "tz",
+    [
+        timezone(timedelta(hours=5, minutes=30)),
+        timezone(timedelta(hours=-3)),
+        UTC,
+    ],
+)
+def test_a_fixed_offset_timezone_is_evaluated_in_that_offset(tz: timezone) -> None:
+    slot = CronExpression.parse("0 9 * * *").next_after(_utc(2026, 6, 1), tz)
+    assert slot is not None and slot.utcoffset() == tz.utcoffset(None)
+    assert slot.timestamp() == datetime(2026, 6, 1, 9, 0, tzinfo=tz).timestamp()
+
+
+class _BerlinLookalike(tzinfo):
+    """A tzinfo that is not a ZoneInfo (as pytz and dateutil zones are not)."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=1)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        return "CET"
+
+
+def test_a_tzinfo_that_is_not_a_zoneinfo_is_refused_instead_of_read_as_utc() -> None:
+    with pytest.raises(TypeError, match=r"needs a zoneinfo\.ZoneInfo or a datetime\.timezone"):
+        CronExpression.parse("0 9 * * *").next_after(_utc(2026, 6, 1), _BerlinLookalike())
+
+
+def test_a_bad_value_never_surfaces_as_a_bare_assertion() -> None:
+    # Build-time checks that used to be ``assert`` statements.
+    for expr in ("0 0 29 2 */7", "0 0 1 11 */7", "* * */7 Apr 2"):
+        assert CronExpression.parse(expr).next_after(_utc(2026, 1, 1), BERLIN) is not None

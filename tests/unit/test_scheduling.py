@@ -1,9 +1,10 @@
 """Pure slot planning: delay, rate, cron, overlaps and misfires."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import pytest
 
+from worker_runtime.cron import CronExpression
 from worker_runtime.scheduling import Schedule, ScheduleState, SkipReason, plan_next
 
 T0 = 1_800_000_000.0
@@ -111,6 +112,11 @@ def test_a_delay_schedule_that_missed_its_run_during_a_takeover_is_skipped_once(
         ({"period": 1, "timeout": 0}, "timeout 0 must be greater than zero"),
         ({"period": 1, "misfire": "later"}, "misfire policy 'later' is not one of"),
         ({"period": 1, "mode": "rate", "jitter": "2s"}, "must be shorter than the period"),
+        (
+            {"cron": "* 2 25-31 3 */7", "timezone": "Europe/Berlin"},
+            "never runs in time zone Europe/Berlin: every matching minute falls in a "
+            "daylight-saving gap",
+        ),
     ],
 )
 def test_an_invalid_schedule_is_refused_with_a_clear_message(
@@ -128,3 +134,62 @@ def test_overrides_replace_a_period_with_a_cron_and_revalidate() -> None:
     assert p.period_seconds == 60 and p.cron is None
     with pytest.raises(ValueError, match="shorter than the minimum"):
         s.with_overrides(period="1ms")
+
+
+def test_a_cron_schedule_that_matches_once_in_28_years_builds_without_an_assertion() -> None:
+    s = Schedule.build(cron="0 0 29 2 */7")  # 29 February on a Sunday
+    assert round(s.interval_seconds / 86400) == 28 * 365 + 7
+    plan = plan_next(s, ScheduleState(), now=T0, resumed=True)  # T0 is 2027-01-15
+    assert datetime.fromtimestamp(plan.slot, UTC).date().isoformat() == "2032-02-29"
+
+
+def test_a_cron_schedule_in_berlin_keeps_planning_past_the_old_eight_year_horizon() -> None:
+    s = Schedule.build(cron="* * */7 Apr 2", timezone="Europe/Berlin")
+    after_1988 = datetime(1988, 3, 27, tzinfo=UTC).timestamp()
+    plan = plan_next(s, ScheduleState(anchor=after_1988), now=after_1988, resumed=True)
+    slot = datetime.fromtimestamp(plan.slot, s.zone)
+    # The next April whose 1st, 8th, ... is a Tuesday is 1997: nine years later.
+    assert (slot.year, slot.month, slot.day, slot.strftime("%a")) == (1997, 4, 1, "Tue")
+
+
+def _count_cron_evaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls = [0]
+    original = CronExpression.next_after
+
+    def counting(self: CronExpression, instant: datetime, tz: tzinfo) -> datetime | None:
+        calls[0] += 1
+        return original(self, instant, tz)
+
+    monkeypatch.setattr(CronExpression, "next_after", counting)
+    return calls
+
+
+@pytest.mark.parametrize("misfire", ["catch_up", "skip"])
+def test_planning_after_a_24_hour_outage_costs_no_more_than_after_a_5_minute_one(
+    misfire: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = Schedule.build(cron="* * * * *", misfire=misfire, misfire_grace="1h")
+    calls = _count_cron_evaluations(monkeypatch)
+    costs = {}
+    for outage in (300, 86400, 30 * 86400):
+        calls[0] = 0
+        state = ScheduleState(anchor=T0, last_slot=T0, last_end=T0 + 1)
+        plan = plan_next(s, state, now=T0 + outage + 10, resumed=True)
+        costs[outage] = calls[0]
+        missed = outage // 60
+        if misfire == "catch_up":
+            assert (plan.slot, plan.skipped) == (T0 + outage, missed - 1)
+        else:
+            assert (plan.slot, plan.skipped) == (T0 + outage + 60, missed)
+    # A handful of cron evaluations, the same for a day as for a month (1,440 and 43,200
+    # missed slots).
+    assert costs[86400] == costs[30 * 86400] <= 10, costs
+
+
+def test_an_outage_over_a_daylight_saving_change_counts_every_real_missed_minute() -> None:
+    s = Schedule.build(cron="*/10 * * * *", timezone="Europe/Berlin")
+    start = datetime(2026, 3, 28, 12, tzinfo=UTC).timestamp()  # the night 02:00 -> 03:00
+    state = ScheduleState(anchor=start, last_slot=start, last_end=start)
+    plan = plan_next(s, state, now=start + 86400 + 5, resumed=True)
+    # 24 real hours hold 144 ten-minute slots whatever the wall clock does.
+    assert (plan.skipped, plan.slot) == (144, start + 86400 + 600)

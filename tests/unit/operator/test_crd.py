@@ -8,8 +8,12 @@ from typing import Any
 
 import yaml
 
+from worker_operator.constants import MAX_SHUTDOWN_GRACE
 from worker_operator.crd import build_crd
 from worker_operator.manifests import CRD_FILES, render_crd, stale_files, write_files
+from worker_runtime import rules
+from worker_runtime.durations import MAX_DURATION_SECONDS, format_duration
+from worker_runtime.redis_urls import SECRET_OPTION_PATTERN
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -129,6 +133,35 @@ def test_cel_rules_cover_what_the_schema_alone_cannot() -> None:
     assert "!has(self.mode) || has(self.period)" in schedule_rules
     assert "duration(self.renewInterval)" in lease_rules
     assert "self.matches(" in worker_rules
+
+
+def _field_rules(*path: str) -> str:
+    node = _schema()["properties"]["spec"]
+    for name in path:
+        node = node["properties"][name]
+    return " ".join(r["rule"] for r in node["x-kubernetes-validations"])
+
+
+def test_the_cel_bounds_are_the_runtime_rules_not_restated_numbers() -> None:
+    assert f"duration('{format_duration(rules.MIN_PERIOD_SECONDS)}')" in _field_rules(
+        "schedule", "period"
+    )
+    ttl = _field_rules("lease", "ttl")
+    assert f">= duration('{format_duration(rules.MIN_LEASE_TTL_SECONDS)}')" in ttl
+    assert f"<= duration('{format_duration(rules.MAX_LEASE_TTL_SECONDS)}')" in ttl
+    renew = _field_rules("lease", "renewInterval")
+    assert f">= duration('{format_duration(rules.MIN_RENEW_INTERVAL_SECONDS)}')" in renew
+    # Every other duration is bounded by the runtime's longest duration; shutdownGrace by
+    # the operator's own, shorter bound.
+    assert f"<= duration('{format_duration(MAX_DURATION_SECONDS)}')" in _field_rules(
+        "schedule", "period"
+    )
+    assert f"<= duration('{MAX_SHUTDOWN_GRACE}')" in _field_rules("shutdownGrace")
+
+
+def test_a_redis_url_with_a_password_in_its_query_is_refused_by_a_cel_rule() -> None:
+    url_rules = _field_rules("redis", "url")
+    assert f"(?i)[?&][^=&#]*({SECRET_OPTION_PATTERN})" in url_rules
 
 
 def test_the_schema_is_structural_without_preserved_unknown_fields() -> None:

@@ -68,6 +68,16 @@ def test_the_schedule_summary_reads_like_the_schedule() -> None:
         ({"replicas": 2}, "spec.replicas 2 needs spec.redis"),
         ({"redis": {"url": "http://redis:6379"}}, "redis:// or rediss://"),
         ({"redis": {"url": "redis://:hunter2@redis:6379"}}, "must not contain a password"),
+        ({"redis": {"url": "redis://redis:6379/0?password=x"}}, "must not contain a password"),
+        ({"redis": {"url": "redis://redis:6379/99"}}, "must be a number from 0 to 15"),
+        ({"redis": {"url": "redis://redis:6379/0?socket_timeout=1"}}, "is set by tickwork"),
+        ({"lease": {"ttl": "2h"}}, "spec.lease.ttl 2h is longer than the maximum 1h"),
+        (
+            {"lease": {"renewInterval": "10ms"}},
+            "renewInterval 10ms is shorter than the minimum 100ms",
+        ),
+        ({"schedule": {"period": "9999h"}}, "period '9999h' is longer than the maximum 8784h"),
+        ({"schedule": {"cron": "*/ * * * *"}}, "step '' must be a positive number"),
         (
             {"redis": {"url": "redis://r", "urlSecretRef": {"name": "r"}}},
             "exactly one of url and urlSecretRef",
@@ -86,7 +96,7 @@ def test_the_schedule_summary_reads_like_the_schedule() -> None:
             "spec.replicas 101 must be at most 100",
         ),
         ({"shutdownGrace": "2h"}, "spec.shutdownGrace 2h is longer than the maximum 1h"),
-        ({"schedule": {"period": "99999999h"}}, "is longer than the maximum 8760h"),
+        ({"schedule": {"period": "99999999h"}}, "is longer than the maximum 8784h"),
         (
             {"envFrom": [{"prefix": "TICKWORK_", "configMapRef": {"name": "c"}}]},
             "would make TICKWORK_",
@@ -100,9 +110,18 @@ def test_a_spec_the_runtime_would_refuse_is_an_error_naming_the_value(
         parse_worker(worker_body(**spec))
 
 
-def test_the_password_of_a_refused_redis_url_is_not_repeated() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@redis:6379",
+        "redis://redis:6379/0?password=hunter2",
+        "redis://redis:6379/0?ssl_password=hunter2",
+        "redis://redis:6379/x?password=hunter2",
+    ],
+)
+def test_the_password_of_a_refused_redis_url_is_not_repeated(url: str) -> None:
     with pytest.raises(SpecError) as caught:
-        parse_worker(worker_body(redis={"url": "redis://:hunter2@redis:6379"}))
+        parse_worker(worker_body(redis={"url": url}))
 
     assert "hunter2" not in str(caught.value)
 

@@ -1,0 +1,230 @@
+"""One ``tickwork run`` process: from validated ``RuntimeSettings`` to a clean exit.
+
+The order is chosen so that every mistake is reported before anything has started and
+before anything else is printed:
+
+1. the log format is set (this prints nothing);
+2. the metrics port is bound — a port in use is the first and only line;
+3. user code runs: the worker modules are imported, each worker class is instantiated, the
+   ``--services`` function is called, and each worker's ``register_services``. Whatever any
+   of them raises (``SystemExit`` included) becomes one line naming the hook and the
+   exception (``StartupError``); the traceback is printed only with ``--log-level debug``;
+4. the workers start, until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import svcs
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from worker_runtime.config import RuntimeSettings
+from worker_runtime.leases import InProcessLeases, LeaseProvider
+from worker_runtime.leasing import LeaseTiming
+from worker_runtime.loading import describe_exception, load_attribute, load_worker_class
+from worker_runtime.logs import configure_logging
+from worker_runtime.manager import ManagerOptions, WorkerManager
+from worker_runtime.metrics import Metrics
+from worker_runtime.serving import HealthServer, LoopLagMonitor
+from worker_runtime.worker import PeriodicWorker
+
+__all__ = ["StartupError", "build_workers", "run"]
+
+log = logging.getLogger(__name__)
+
+Services = Callable[[svcs.Registry], Any]
+
+
+class StartupError(Exception):
+    """Something refused before any worker started: one line; ``__cause__`` is the detail."""
+
+
+@contextmanager
+def _user_code(what: str) -> Iterator[None]:
+    """Turn anything user code raises into one ``StartupError`` line naming ``what``."""
+    try:
+        yield
+    except StartupError:
+        raise
+    except (Exception, SystemExit) as exc:
+        raise StartupError(f"{what} {describe_exception(exc)}") from exc
+
+
+def build_workers(settings: RuntimeSettings) -> list[PeriodicWorker]:
+    """Import, configure and instantiate every worker; ``StartupError`` names the problem."""
+    workers: list[PeriodicWorker] = []
+    for spec in settings.workers:
+        try:
+            cls = load_worker_class(spec)
+            schedule = cls.class_schedule
+            if settings.schedule_overrides:
+                if schedule is None:
+                    schedule = PeriodicWorker.schedule_from(dict(settings.schedule_overrides))
+                else:
+                    schedule = schedule.with_overrides(**settings.schedule_overrides)
+        except (ValueError, TypeError) as exc:
+            message = str(exc)
+            raise StartupError(
+                message if spec in message else f"worker {spec!r}: {message}"
+            ) from exc
+        try:
+            with _user_code(f"worker {spec!r}: {cls.__name__}() raised"):
+                worker = cls(name=settings.name, schedule=schedule)
+            worker.schedule  # noqa: B018 - raises when there is none
+        except ValueError as exc:  # a name or schedule the base class refused
+            raise StartupError(f"worker {spec!r}: {exc}") from None
+        workers.append(worker)
+    names = [w.name for w in workers]
+    for name in names:
+        if names.count(name) > 1:
+            raise StartupError(
+                f"worker name {name!r} is used twice; each worker needs its own name"
+            )
+    return workers
+
+
+def load_services(spec: str | None) -> Services | None:
+    if spec is None:
+        return None
+    try:
+        func = load_attribute(spec, what="services")
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+    if not callable(func):
+        raise StartupError(f"services {spec!r} is not callable")
+    return func  # type: ignore[no-any-return]
+
+
+def make_leases(settings: RuntimeSettings, metrics: Metrics, timing: LeaseTiming) -> LeaseProvider:
+    if settings.redis_url is None:
+        return InProcessLeases()
+    from worker_runtime.redis_leases import RedisLeases
+
+    return RedisLeases.from_url(
+        settings.redis_url, password=settings.redis_password, timing=timing, metrics=metrics
+    )
+
+
+def run(settings: RuntimeSettings) -> int:
+    """Run until SIGTERM/SIGINT; the exit code. ``StartupError`` when refused at start."""
+    configure_logging(log_format=settings.log_format, level=settings.log_level)
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: RuntimeSettings) -> int:
+    registry = CollectorRegistry()
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
+    metrics = Metrics(registry)
+    timing = settings.lease_timing()
+    lag = LoopLagMonitor()
+    checks: dict[str, Callable[[], Awaitable[tuple[bool, str]]]] = {}
+
+    async def live() -> tuple[bool, str]:
+        return lag.healthy()
+
+    async def ready() -> tuple[bool, str]:
+        check = checks.get("ready")
+        return await check() if check is not None else (False, "starting")
+
+    server: HealthServer | None = None
+    if settings.metrics_port:
+        server = HealthServer(registry=registry, live=live, ready=ready)
+        try:
+            await server.start(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {settings.metrics_host}:{settings.metrics_port} for "
+                f"metrics: {exc.strerror or exc}"
+            ) from None
+    try:
+        workers = build_workers(settings)
+        services = load_services(settings.services)
+        leases = make_leases(settings, metrics, timing)
+        try:
+            manager = WorkerManager(
+                options=ManagerOptions(
+                    replica_id=settings.replica_id,
+                    shutdown_grace_seconds=settings.shutdown_grace_seconds,
+                    lease=timing,
+                ),
+                leases=leases,
+                metrics=metrics,
+            )
+            if services is not None:
+                with _user_code(f"services {settings.services!r} raised"):
+                    result = services(manager.services)
+                    if asyncio.iscoroutine(result):
+                        await result
+            for worker in workers:
+                with _user_code(f"worker {worker.name!r}: register_services raised"):
+                    await manager.add(worker)
+        except BaseException:
+            await leases.aclose()
+            raise
+        if server is not None:
+            log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
+
+        async def ready_now() -> tuple[bool, str]:
+            if not manager.running:
+                return False, "not running"
+            if not manager.leases_reachable:
+                return False, f"lease backend {leases.description} unreachable"
+            try:
+                async with asyncio.timeout(1.0):
+                    await leases.ping()
+            except Exception as exc:  # any failure means not ready
+                return (
+                    False,
+                    f"lease backend {leases.description} unreachable: {type(exc).__name__}",
+                )
+            return True, "ok"
+
+        checks["ready"] = ready_now
+        return await _until_signalled(manager, lag)
+    finally:
+        if server is not None:
+            await server.close()
+
+
+async def _until_signalled(manager: WorkerManager, lag: LoopLagMonitor) -> int:
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        name = signal.Signals(signum).name
+        if signals_seen == 1:
+            log.info("%s received: shutting down gracefully", name)
+            manager.stop()
+        else:
+            log.warning("%s received again: cancelling in-flight ticks now", name)
+            manager.stop(grace_seconds=0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            lag_task = tg.create_task(lag.run(), name="loop-lag")
+            try:
+                await manager.run()
+            finally:
+                lag_task.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
