@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from worker_runtime.outcomes import FINISHED_OUTCOMES, LeaseLoss, Outcome
 from worker_runtime.version import __version__
 
 __all__ = [
@@ -21,11 +22,12 @@ __all__ = [
     "WorkerMetrics",
 ]
 
-OUTCOMES = ("success", "failure", "timeout", "cancelled")
+OUTCOMES = tuple(str(o) for o in FINISHED_OUTCOMES)
 SKIP_REASONS = ("overlap", "misfire", "not_leader")
-LEASE_LOSS_REASONS = ("expired", "stolen", "released")
-LEASE_OPERATIONS = ("acquire", "renew", "release")
-REDIS_OPERATIONS = ("acquire", "renew", "release", "claim", "record", "load", "ping")
+LEASE_LOSS_REASONS = tuple(str(r) for r in LeaseLoss)
+#: Every call the lease keeper makes (its round trips are timed per operation).
+LEASE_OPERATIONS = ("acquire", "renew", "release", "claim", "record", "load")
+REDIS_OPERATIONS = (*LEASE_OPERATIONS, "ping")
 
 # Tick durations from a few milliseconds to an hour.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -115,7 +117,7 @@ class Metrics:
         )
         self.lease_op_duration = Histogram(
             "tickwork_lease_operation_duration_seconds",
-            "Round trip of lease operations.",
+            "Round trip of the lease keeper's calls to the backend, by operation.",
             ["op"],
             buckets=LEASE_OP_BUCKETS,
             registry=registry,
@@ -145,6 +147,13 @@ class Metrics:
         if cached is None:
             cached = self._workers[worker] = WorkerMetrics.create(self, worker)
         return cached
+
+    def lease_op(self, op: str) -> Histogram:
+        """The duration child of one lease operation (created on first use)."""
+        child = self.lease_ops.get(op)
+        if child is None:
+            child = self.lease_ops[op] = self.lease_op_duration.labels(op=op)
+        return child
 
     def redis_error(self, op: str) -> None:
         child = self.redis_error_children.get(op)
@@ -201,9 +210,9 @@ class WorkerMetrics:
             gauge.set(0)
         return wm
 
-    def tick_finished(self, outcome: str, *, duration: float, ended_at: float) -> None:
+    def tick_finished(self, outcome: Outcome, *, duration: float, ended_at: float) -> None:
         self.ticks[outcome].inc()
         self.duration.observe(duration)
         self.last_run.set(ended_at)
-        if outcome == "success":
+        if outcome is Outcome.SUCCESS:
             self.last_success.set(ended_at)

@@ -258,33 +258,39 @@ def test_the_follower_counts_slots_it_did_not_run_and_the_holder_reports_its_lea
             stop(proc)
 
 
+def _ticks_then_status(url: str, tmp_path: Path) -> str:
+    """Run the ticker on ``url`` until two ticks, stop it, and return its log; then check
+    that ``tickwork status`` reads its record from the same URL."""
+    log = tmp_path / "events.jsonl"
+    stderr = tmp_path / "stderr.log"
+    proc = start_tickwork(
+        ["run", W, "--period", "200ms", "--redis-url", url, "--metrics-port", "0"],
+        env={"TICKWORK_TEST_LOG": str(log)},
+        log_path=stderr,
+    )
+    try:
+        wait_until(
+            lambda: len(_starts(log)) >= 2, timeout=15, what="two ticks", details=stderr.read_text
+        )
+    finally:
+        assert stop(proc) == 0
+    out = subprocess.run(
+        [TICKWORK, "status", "Ticker", "--redis-url", url], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1].split()[:2] == ["Ticker", "success"]
+    return stderr.read_text()
+
+
 def test_rediss_tls_with_a_password_works_and_the_password_stays_out_of_the_logs(
     tmp_path: Path,
 ) -> None:
     secret = "tls-s3cret"
     server = RedisServer(tmp_path / "redis", password=secret, tls=True)
     server.start()
-    log = tmp_path / "events.jsonl"
-    stderr = tmp_path / "stderr.log"
     try:
         assert server.url.startswith("rediss://")
-        proc = start_tickwork(
-            ["run", W, "--period", "200ms", "--redis-url", server.url, "--metrics-port", "0"],
-            env={"TICKWORK_TEST_LOG": str(log)},
-            log_path=stderr,
-        )
-        try:
-            wait_until(lambda: len(_starts(log)) >= 2, timeout=15, what="ticks over TLS")
-        finally:
-            assert stop(proc) == 0
-        out = subprocess.run(
-            [TICKWORK, "status", "Ticker", "--redis-url", server.url],
-            capture_output=True,
-            text=True,
-        )
-        assert out.returncode == 0, out.stderr
-        assert "Ticker" in out.stdout
-        text = stderr.read_text()
+        text = _ticks_then_status(server.url, tmp_path)
         assert "rediss://:***@127.0.0.1" in text and secret not in text
     finally:
         server.stop()
@@ -302,3 +308,12 @@ def test_a_services_function_registers_what_the_ticks_use(tmp_path: Path) -> Non
     finally:
         assert stop(proc) == 0
     assert {e.get("greeting") for e in _starts(log)} == {"hello from --services"}
+
+
+def test_a_unix_socket_url_runs_ticks_and_tickwork_status_reads_them(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", unix_socket=True)
+    server.start()
+    try:
+        assert "Traceback" not in _ticks_then_status(server.unix_url, tmp_path)
+    finally:
+        server.stop()

@@ -89,6 +89,7 @@ class RedisServer:
         *,
         password: str | None = None,
         tls: bool = False,
+        unix_socket: bool = False,
         appendfsync: str = "always",
     ) -> None:
         binary = shutil.which("redis-server")
@@ -99,8 +100,18 @@ class RedisServer:
         self.port = port or free_port()
         self.password = password
         self.tls = tls
+        self.unix_socket = unix_socket
         self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.directory / "redis.sock"
+
+    @property
+    def unix_url(self) -> str:
+        """The ``unix://`` URL of the server's socket (``unix_socket=True``)."""
+        return f"unix://{self.socket_path}?db=0"
 
     @property
     def url(self) -> str:
@@ -171,6 +182,8 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        if self.unix_socket:
+            args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         if self.tls:
             args = [a for a in args if a != str(self.port) and a != "--port"]
             args += self._make_certificates()
