@@ -235,7 +235,7 @@ async def serve(settings: RuntimeSettings, workers: list[PeriodicWorker], servic
     for worker in workers:
         await manager.add(worker)
 
-    lag = LoopLagMonitor()
+    lag = LoopLagMonitor(metrics=metrics)
 
     async def live() -> tuple[bool, str]:
         return lag.healthy()

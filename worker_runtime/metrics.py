@@ -33,6 +33,8 @@ REDIS_OPERATIONS = (*LEASE_OPERATIONS, "ping")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 # Lateness is usually milliseconds; failover and misfires make it seconds.
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: An event-loop wake-up this late counts as a stall.
+LOOP_STALL_SECONDS = 1.0
 LEASE_OP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
@@ -126,6 +128,17 @@ class Metrics:
             "tickwork_redis_errors",
             "Redis operations that failed (connection loss, timeout, error reply).",
             ["op"],
+            registry=registry,
+        )
+        self.loop_lag = Gauge(
+            "tickwork_event_loop_lag_seconds",
+            "How late the event loop woke its latest periodic check (0 when it keeps up).",
+            registry=registry,
+        )
+        self.loop_stalls = Counter(
+            "tickwork_event_loop_stalls",
+            f"Times the event loop was blocked for {LOOP_STALL_SECONDS:g}s or more "
+            "(blocking code in a tick).",
             registry=registry,
         )
         self.build_info = Gauge(

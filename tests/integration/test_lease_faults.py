@@ -14,7 +14,15 @@ import redis
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from tests.support.processes import RedisServer, free_port, read_events, start_tickwork, wait_until
+from tests.support.processes import (
+    RedisServer,
+    free_port,
+    http_get,
+    metric,
+    read_events,
+    start_tickwork,
+    wait_until,
+)
 from worker_runtime import LeaseTiming, ManagerOptions, Metrics, PeriodicWorker, TickContext
 from worker_runtime.keys import WorkerKeys
 from worker_runtime.leases import LeaseBackend, SlotClaim
@@ -259,3 +267,38 @@ def test_sigterm_while_redis_is_down_exits_promptly_without_a_log_storm(
     assert code == 0
     assert elapsed < 4.0, f"took {elapsed:.1f}s to exit (the lease TTL is 10 s)"
     assert len(lines) < 60, f"{len(lines)} log lines; last: {lines[-3:]}"
+
+
+def test_a_tick_that_blocks_the_event_loop_past_its_lease_is_reported_not_a_success(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.jsonl"
+    stderr = tmp_path / "stderr.log"
+    port = free_port()
+    proc = start_tickwork(
+        ["run", "tests.workers.sample:Blocker", "--redis-url", redis_server.url,
+         "--lease-ttl", "1s", "--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
+        env={"TICKWORK_TEST_LOG": str(log), "TICKWORK_TEST_BLOCK": "4"},
+        log_path=stderr,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: read_events(log), timeout=15, what="the blocking tick to start")
+        asked = time.monotonic()
+        code, body = http_get(port, "/healthz")  # asked while the loop is blocked
+        took = time.monotonic() - asked
+        wait_until(
+            lambda: any(e["event"] == "end" for e in read_events(log)), timeout=15, what="its end"
+        )
+        outcome = 'tickwork_ticks_total{outcome="lease_lost",worker="Blocker"}'
+        wait_until(lambda: metric(port, outcome) == 1, timeout=5, what="the outcome")
+        assert metric(port, 'tickwork_ticks_total{outcome="success",worker="Blocker"}') == 0
+        assert metric(port, "tickwork_event_loop_stalls_total") >= 1
+        assert http_get(port, "/healthz")[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert code == 503 and "blocked" in body, (code, body)
+    assert took < 3.5, f"/healthz took {took:.1f}s to answer while the loop was blocked"
+    text = stderr.read_text()
+    assert "past the lease's deadline" in text
+    assert "event loop was blocked for" in text

@@ -14,6 +14,7 @@ from tests.support.processes import (
     TICKWORK,
     RedisServer,
     free_port,
+    metric,
     read_events,
     start_tickwork,
     stop,
@@ -123,7 +124,13 @@ def test_the_password_can_come_from_a_file_or_the_environment_and_is_never_logge
             ],
             log_path=stderr,
         )
-        time.sleep(2)
+        # Wait for the refusal itself: a fixed sleep can end before a busy machine has even
+        # started the process.
+        wait_until(
+            lambda: "AuthenticationError" in stderr.read_text(),
+            timeout=20,
+            what="the refused password in the log",
+        )
         stop(proc)
         logs = (tmp_path / "stderr.log").read_text() + stderr.read_text()
         assert secret not in logs
@@ -210,14 +217,6 @@ def test_tickwork_status_prints_the_record_of_each_worker(
     assert missing.returncode == 1 and "no status recorded for worker 'Nope'" in missing.stderr
 
 
-def _metric(port: int, line_prefix: str) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    for line in body.splitlines():
-        if line.startswith(line_prefix):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{line_prefix} not exported")
-
-
 def test_the_follower_counts_slots_it_did_not_run_and_the_holder_reports_its_lease(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -237,20 +236,18 @@ def test_the_follower_counts_slots_it_did_not_run_and_the_holder_reports_its_lea
         holder = 0 if _starts(log)[-1]["replica"] == "r0" else 1
         follower = 1 - holder
         held = 'tickwork_lease_held{worker="Ticker"}'
-        assert _metric(ports[holder], held) == 1
-        assert _metric(ports[follower], held) == 0
-        token = _metric(ports[holder], 'tickwork_lease_fencing_token{worker="Ticker"}')
+        assert metric(ports[holder], held) == 1
+        assert metric(ports[follower], held) == 0
+        token = metric(ports[holder], 'tickwork_lease_fencing_token{worker="Ticker"}')
         assert token == _starts(log)[-1]["token"]
         not_leader = 'tickwork_ticks_skipped_total{reason="not_leader",worker="Ticker"}'
-        assert _metric(ports[follower], not_leader) >= 3
+        assert metric(ports[follower], not_leader) >= 3
         assert (
-            _metric(ports[holder], 'tickwork_lease_operation_duration_seconds_count{op="renew"}')
+            metric(ports[holder], 'tickwork_lease_operation_duration_seconds_count{op="renew"}')
             >= 1
         )
         assert (
-            _metric(
-                ports[follower], 'tickwork_lease_operation_duration_seconds_count{op="acquire"}'
-            )
+            metric(ports[follower], 'tickwork_lease_operation_duration_seconds_count{op="acquire"}')
             >= 3
         )
     finally:

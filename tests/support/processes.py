@@ -11,6 +11,8 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,23 @@ def wait_until(
                 f"timed out after {timeout:g}s waiting for {what}" + (f"\n{extra}" if extra else "")
             )
         time.sleep(interval)
+
+
+def http_get(port: int, path: str, *, timeout: float = 10) -> tuple[int, str]:
+    """GET ``http://127.0.0.1:PORT/PATH``: the status code and the body (also for 4xx/5xx)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metric(port: int, line_prefix: str) -> float:
+    """The value of the first ``/metrics`` line that starts with ``line_prefix``."""
+    for line in http_get(port, "/metrics")[1].splitlines():
+        if line.startswith(line_prefix):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{line_prefix} not exported")
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
