@@ -12,6 +12,7 @@ holder.
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
 
@@ -102,6 +103,10 @@ class LeaseProvider(ABC):
 
     @abstractmethod
     def for_worker(self, worker: str) -> LeaseBackend: ...
+
+    def now(self) -> float:
+        """The wall clock every replica plans on: the lease server's (here: this host's)."""
+        return time.time()
 
     async def ping(self) -> None:  # noqa: B027 - optional hook
         """Raise if the backend cannot be reached (readiness)."""

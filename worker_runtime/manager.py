@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,13 +46,14 @@ class WorkerManager:
         leases: LeaseProvider | None = None,
         registry: svcs.Registry | None = None,
         metrics: Metrics | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.options = options
         self.leases = leases or InProcessLeases()
         self.services = registry or svcs.Registry()
         self.metrics = metrics or Metrics(CollectorRegistry())
-        self._clock = clock
+        #: The wall clock slots are planned on: the lease server's unless one is given.
+        self._clock = clock if clock is not None else self.leases.now
         self._runners: dict[str, WorkerRunner] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._shutdown: Shutdown | None = None

@@ -141,6 +141,17 @@ class Metrics:
             "(blocking code in a tick).",
             registry=registry,
         )
+        self.clock_offset = Gauge(
+            "tickwork_clock_offset_seconds",
+            "The Redis server's clock minus this host's (slots are planned on the server's).",
+            registry=registry,
+        )
+        self.clock_corrections = Counter(
+            "tickwork_clock_corrections",
+            "Slots recorded or planned far ahead of the server's clock, corrected or refused.",
+            ["worker"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             "tickwork_build_info",
             "Always 1; the version label says which tickwork runs.",
@@ -191,6 +202,7 @@ class WorkerMetrics:
     fencing_token: Gauge
     acquisitions: Counter
     losses: dict[str, Counter]
+    clock_corrections: Counter
 
     @classmethod
     def create(cls, metrics: Metrics, worker: str) -> WorkerMetrics:
@@ -207,11 +219,13 @@ class WorkerMetrics:
             fencing_token=metrics.fencing_token.labels(worker=worker),
             acquisitions=metrics.acquisitions.labels(worker=worker),
             losses={r: metrics.losses.labels(worker=worker, reason=r) for r in LEASE_LOSS_REASONS},
+            clock_corrections=metrics.clock_corrections.labels(worker=worker),
         )
         # Touch every child so each series is exported at zero from the start.
         for counter in (*wm.ticks.values(), *wm.skipped.values(), *wm.losses.values()):
             counter.inc(0)
         wm.acquisitions.inc(0)
+        wm.clock_corrections.inc(0)
         for gauge in (
             wm.last_success,
             wm.last_run,

@@ -42,6 +42,8 @@ class ClaimResult(StrEnum):
     CLAIMED = "claimed"  # recorded for this holder (also when this very claim was re-sent)
     NOT_HOLDER = "not_holder"  # the caller does not hold the lease: do not run
     ALREADY_CLAIMED = "already_claimed"  # the slot is not newer than the last one claimed
+    #: The slot lies ahead of the lease server's clock: it was planned on a wrong clock.
+    AHEAD_OF_SERVER = "ahead_of_server"
     #: No answer could be had in time (the backend is down or refuses writes): the slot may
     #: or may not be recorded, so it is not run ("at most once").
     UNCONFIRMED = "unconfirmed"

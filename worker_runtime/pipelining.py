@@ -9,17 +9,22 @@ keeps its own timeout: a call whose caller has given up before its batch is sent
 At most ``max_pipelines`` pipelines are in flight (each on one connection of the pool); the
 others wait in turn. Scripts are sent by SHA; one the server does not know (after a restart)
 is loaded and the calls that needed it are sent again (every script here is safe to repeat).
+While calls flow, the server's ``TIME`` is read every ``CLOCK_SYNC_SECONDS`` for the
+``ServerClock`` the replicas plan on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
+
+from worker_runtime.clocks import ServerClock
 
 __all__ = ["CommandBatcher"]
 
@@ -31,8 +36,11 @@ MAX_BATCH = 256
 
 
 class CommandBatcher:
-    def __init__(self, client: Redis, *, max_pipelines: int) -> None:
+    def __init__(
+        self, client: Redis, *, max_pipelines: int, clock: ServerClock | None = None
+    ) -> None:
         self._client = client
+        self._clock = clock
         self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._pipelines = asyncio.Semaphore(max_pipelines)
@@ -66,11 +74,25 @@ class CommandBatcher:
     def _flush(self) -> None:
         self._flush_scheduled = False
         pending, self._pending = self._pending, []
-        loop = asyncio.get_running_loop()
         for start in range(0, len(pending), MAX_BATCH):
-            task = loop.create_task(self._send(pending[start : start + MAX_BATCH]))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            self._spawn(self._send(pending[start : start + MAX_BATCH]))
+        if self._clock is not None and self._clock.due():
+            self._spawn(self._read_time(self._clock))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _read_time(self, clock: ServerClock) -> None:
+        """One ``TIME`` round trip of its own (a batch's would blur the reading)."""
+        try:
+            async with self._pipelines:
+                sent = time.monotonic()
+                seconds, micros = await self._client.time()
+        except Exception:  # the calls themselves report an unreachable server
+            return
+        clock.observe(int(seconds) + int(micros) / 1e6, sent=sent, received=time.monotonic())
 
     async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:

@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from worker_runtime.clocks import CLOCK_TOLERANCE_SECONDS, ServerClock
 from worker_runtime.config import redact_url
 from worker_runtime.keys import WorkerKeys
 from worker_runtime.leases import LeaseBackend, LeaseProvider, RunRecord, SlotClaim
@@ -85,20 +86,31 @@ return 0
 
 # KEYS[1] lease hash, KEYS[2] schedule hash, KEYS[3] status hash
 # ARGV[1] owner, ARGV[2] slot, ARGV[3] anchor, ARGV[4] fencing token, ARGV[5] replica id,
-# ARGV[6] started_at
+# ARGV[6] started_at, ARGV[7] clock tolerance in seconds
 # Returns 1 when the slot is claimed, 0 when the caller does not hold the lease, -1 when the
-# slot is not newer than the last one claimed (never run a slot twice). The same claim sent
-# again (the same slot with the same fencing token, after a lost reply) returns 1.
+# slot is not newer than the last one claimed (never run a slot twice), -2 when the slot lies
+# more than the tolerance ahead of the server's clock (it was planned on a wrong clock). The
+# same claim sent again (the same slot with the same fencing token, after a lost reply)
+# returns 1. A last slot recorded ahead of the server's clock (by a replica whose clock was
+# ahead) does not block newer claims: it is replaced.
 _CLAIM = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
   return 0
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local slot = tonumber(ARGV[2])
+if slot > now + tonumber(ARGV[7]) then
+  return -2
+end
 local last = redis.call('HGET', KEYS[2], 'last_slot')
-if last and tonumber(last) >= tonumber(ARGV[2]) then
+if last and tonumber(last) >= slot then
   if last == ARGV[2] and redis.call('HGET', KEYS[2], 'last_token') == ARGV[4] then
     return 1
   end
-  return -1
+  if tonumber(last) <= now + tonumber(ARGV[7]) then
+    return -1
+  end
 end
 redis.call('HSETNX', KEYS[2], 'anchor', ARGV[3])
 redis.call('HSET', KEYS[2], 'last_slot', ARGV[2], 'last_token', ARGV[4])
@@ -146,6 +158,7 @@ _CLAIM_RESULTS = {
     1: ClaimResult.CLAIMED,
     0: ClaimResult.NOT_HOLDER,
     -1: ClaimResult.ALREADY_CLAIMED,
+    -2: ClaimResult.AHEAD_OF_SERVER,
 }
 
 
@@ -197,6 +210,7 @@ class _RedisLease(LeaseBackend):
                 claim.token,
                 claim.replica_id,
                 repr(claim.started_at),
+                CLOCK_TOLERANCE_SECONDS,
             ],
         )
         return _CLAIM_RESULTS[int(result)]
@@ -230,10 +244,11 @@ class RedisLeases(LeaseProvider):
     caller's own timeout, instead of failing with "Too many connections".
     """
 
-    def __init__(self, client: Redis, *, description: str) -> None:
+    def __init__(self, client: Redis, *, description: str, metrics: Metrics | None = None) -> None:
         self.client = client
         self.description = description
-        self.batch = CommandBatcher(client, max_pipelines=POOL_MAX_CONNECTIONS)
+        self.clock = ServerClock(metrics=metrics)
+        self.batch = CommandBatcher(client, max_pipelines=POOL_MAX_CONNECTIONS, clock=self.clock)
         self.acquire_script = self._script(_ACQUIRE)
         self.renew_script = self._script(_RENEW)
         self.release_script = self._script(_RELEASE)
@@ -258,10 +273,18 @@ class RedisLeases(LeaseProvider):
         metrics: Metrics | None = None,
     ) -> RedisLeases:
         check_redis_url(url)
-        return cls(connect(url, password=password, timing=timing), description=redact_url(url))
+        return cls(
+            connect(url, password=password, timing=timing),
+            description=redact_url(url),
+            metrics=metrics,
+        )
 
     def for_worker(self, worker: str) -> LeaseBackend:
         return _RedisLease(self, worker)
+
+    def now(self) -> float:
+        """The Redis server's clock (``ServerClock``), which every replica plans on."""
+        return self.clock.now()
 
     async def ping(self) -> None:
         await self.batch.call("PING")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import svcs
 
+from worker_runtime.clocks import CLOCK_TOLERANCE_SECONDS
 from worker_runtime.context import TickContext
 from worker_runtime.durations import format_duration
 from worker_runtime.leases import LeaseBackend, RunRecord, SlotClaim
@@ -106,6 +107,7 @@ class WorkerRunner:
         state = await self._keeper.load_state(term, abort=stopping)
         if state is None:
             return
+        state = self._corrected(state)
         resumed = True
         while self._keeper.check(term) and not stopping.is_set():
             plan = plan_next(self.schedule, state, now=self._clock(), resumed=resumed)
@@ -150,7 +152,18 @@ class WorkerRunner:
                 state = await self._keeper.load_state(term, abort=stopping)
                 if state is None:
                     return
+                state = self._corrected(state)
                 resumed = True
+                continue
+            if result is ClaimResult.AHEAD_OF_SERVER:
+                self._wm.clock_corrections.inc()
+                log.warning(
+                    "worker %r: slot %s lies ahead of the lease server's clock; not yet",
+                    name,
+                    _iso(plan.slot),
+                )
+                if await wait_any([term.ended, stopping], within=CLOCK_TOLERANCE_SECONDS):
+                    return
                 continue
             if result is ClaimResult.UNCONFIRMED:
                 if stopping.is_set():
@@ -171,6 +184,28 @@ class WorkerRunner:
             ended_at = await self._run_tick(term, plan, jitter, started_at, tg)
             state = ScheduleState(anchor=plan.anchor, last_slot=plan.slot, last_end=ended_at)
             resumed = False
+
+    def _corrected(self, state: ScheduleState) -> ScheduleState:
+        """The recorded state, with a last run ahead of the lease server's clock (claimed by a
+        replica whose clock was ahead) moved back to now, so that no replica waits for it."""
+        now = self._clock()
+        limit = now + CLOCK_TOLERANCE_SECONDS
+        ahead = [t for t in (state.last_slot, state.last_end) if t is not None and t > limit]
+        if not ahead:
+            return state
+        self._wm.clock_corrections.inc()
+        log.warning(
+            "worker %r: the recorded last run (%s) lies %.1fs ahead of the lease server's "
+            "clock (a replica with a wrong clock ran it); planning from now",
+            self.worker.name,
+            _iso(max(ahead)),
+            max(ahead) - now,
+        )
+        return ScheduleState(
+            anchor=state.anchor,
+            last_slot=None if state.last_slot is None else min(state.last_slot, now),
+            last_end=None if state.last_end is None else min(state.last_end, now),
+        )
 
     def _latest_start(self, slot: float) -> float:
         """The latest wall-clock time a slot may still start: later it counts as missed."""

@@ -169,8 +169,8 @@ class _LostReplyLeases(RedisLeases):
 
     lose_next_claim_reply = True
 
-    def __init__(self, client: Redis, *, description: str) -> None:
-        super().__init__(client, description=description)
+    def __init__(self, client: Redis, **options: Any) -> None:
+        super().__init__(client, **options)
         script = self.claim_script
 
         async def claim_script(**kwargs: Any) -> Any:

@@ -75,6 +75,20 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def faketime(offset: str) -> dict[str, str]:
+    """Environment for a process whose wall clock is ``offset`` off (``+1h``, ``-30m``) and
+    whose monotonic clock is untouched — a host whose clock is wrong (Debian's libfaketime,
+    preloaded directly so that signals reach the process; ``make faketime`` installs it)."""
+    libraries = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    if not libraries:
+        raise RuntimeError("libfaketime is not installed; run `make faketime`")
+    return {
+        "LD_PRELOAD": str(libraries[0]),
+        "FAKETIME": offset,
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+
+
 def start_tickwork(
     args: list[str], *, env: dict[str, str] | None = None, log_path: Path | None = None
 ) -> subprocess.Popen[bytes]:
@@ -85,7 +99,11 @@ def start_tickwork(
     stderr = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         return subprocess.Popen(
-            [TICKWORK, *args], cwd=REPO, env=full_env, stdout=stderr, stderr=stderr
+            [TICKWORK, *args],
+            cwd=REPO,
+            env=full_env,
+            stdout=stderr,
+            stderr=stderr,
         )
     finally:
         if log_path:
