@@ -3,10 +3,10 @@ other call that only the holder may make (load the schedule state, claim a slot,
 
 The backend does the I/O; the keeper owns the timing: every call has a timeout, a failed call
 is counted (``tickwork_redis_errors_total``), logged (at most one line per operation every few
-seconds for the whole process, however many workers fail) and retried after an exponential
-backoff with jitter. A *term* is one continuous holding of
-the lease. It ends when a renewal is refused (``stolen``), when no renewal was confirmed before
-the lease's deadline (``expired``), or on release (``released``). The deadline of a term is
+seconds for all of a manager's workers, however many fail: ``ErrorLog``) and retried after an
+exponential backoff with jitter. A *term* is one continuous holding of the lease. It ends
+when a renewal is refused (``stolen``), when no renewal was confirmed before the lease's
+deadline (``expired``), or on release (``released``). The deadline of a term is
 measured on the monotonic clock from *before* the renewal that set it was sent, minus a small
 allowance for clock-rate drift, so the holder always gives up before Redis lets another
 replica in.
@@ -29,7 +29,7 @@ from worker_runtime.outcomes import ClaimResult, LeaseLoss
 from worker_runtime.scheduling import ScheduleState
 from worker_runtime.waiting import wait_any
 
-__all__ = ["LeaseKeeper", "LeaseTiming", "Term"]
+__all__ = ["ErrorLog", "LeaseKeeper", "LeaseTiming", "Term"]
 
 T = TypeVar("T")
 
@@ -96,17 +96,19 @@ class Term:
     deadline: float  # loop.time() by which the lease must be renewed
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: LeaseLoss | None = None
+    #: Set too when the term ends (a runner's wake-up event).
+    watchers: list[asyncio.Event] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
         return not self.ended.is_set()
 
 
-class _ErrorLog:
+class ErrorLog:
     """Logs backend failures without a storm: one line per operation per interval, with the
-    number of failures (of every worker in the process) left out since the last line."""
+    number of failures (of every keeper sharing it: a manager's workers) left out since."""
 
-    def __init__(self, interval_seconds: float) -> None:
+    def __init__(self, interval_seconds: float = _ERROR_LOG_INTERVAL_SECONDS) -> None:
         self._interval = interval_seconds
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
@@ -129,9 +131,6 @@ class _ErrorLog:
         )
 
 
-_errors = _ErrorLog(_ERROR_LOG_INTERVAL_SECONDS)
-
-
 class LeaseKeeper:
     """Keeps one worker's lease: public methods check state, ``_do_*`` methods do the I/O.
 
@@ -150,8 +149,10 @@ class LeaseKeeper:
         interval_hint: float,
         metrics: Metrics,
         worker_metrics: WorkerMetrics,
+        error_log: ErrorLog | None = None,
     ) -> None:
         self.backend = backend
+        self._errors = error_log if error_log is not None else ErrorLog()
         self.timing = timing
         self.replica_id = replica_id
         #: Unique per keeper: a restarted replica with the same id is a different owner.
@@ -270,7 +271,7 @@ class LeaseKeeper:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            _errors.warn("release", self.backend.worker, exc, None)
+            self._errors.warn("release", self.backend.worker, exc, None)
 
     def check(self, term: Term) -> bool:
         """True while ``term`` is active and before its deadline; ends it when past."""
@@ -384,7 +385,7 @@ class LeaseKeeper:
         self._healthy = False
         self._failures += 1
         delay = self._backoff(self._failures)
-        _errors.warn(op, self.backend.worker, exc, delay if retry else None)
+        self._errors.warn(op, self.backend.worker, exc, delay if retry else None)
         return delay
 
     async def _pause(self, term: Term, abort: asyncio.Event | None, delay: float) -> None:
@@ -419,6 +420,8 @@ class LeaseKeeper:
             return
         term.end_reason = reason
         term.ended.set()
+        for event in term.watchers:
+            event.set()
         self._wm.lease_held.set(0)
         self._wm.losses[reason].inc()
         level = logging.INFO if reason is LeaseLoss.RELEASED else logging.WARNING

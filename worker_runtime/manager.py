@@ -11,7 +11,7 @@ import svcs
 from prometheus_client import CollectorRegistry
 
 from worker_runtime.leases import InProcessLeases, LeaseProvider
-from worker_runtime.leasing import LeaseKeeper, LeaseTiming
+from worker_runtime.leasing import ErrorLog, LeaseKeeper, LeaseTiming
 from worker_runtime.metrics import Metrics
 from worker_runtime.running import Shutdown, WorkerRunner
 from worker_runtime.worker import PeriodicWorker
@@ -55,6 +55,8 @@ class WorkerManager:
         #: The wall clock slots are planned on: the lease server's unless one is given.
         self._clock = clock if clock is not None else self.leases.now
         self._runners: dict[str, WorkerRunner] = {}
+        #: Backend failures of all workers share one rate-limited log (no per-worker storm).
+        self._errors = ErrorLog()
         self._tg: asyncio.TaskGroup | None = None
         self._shutdown: Shutdown | None = None
         self._running = False
@@ -93,6 +95,7 @@ class WorkerManager:
             interval_hint=schedule.interval_seconds,
             metrics=self.metrics,
             worker_metrics=wm,
+            error_log=self._errors,
         )
         runner = WorkerRunner(
             worker,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import svcs
@@ -35,6 +35,8 @@ class Shutdown:
     requested: asyncio.Event
     grace_seconds: float
     deadline: float | None = None  # loop.time() after which in-flight ticks are cancelled
+    #: Set too on every request (each runner's wake-up event).
+    watchers: list[asyncio.Event] = field(default_factory=list)
 
     def request(self, *, grace_seconds: float | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -42,6 +44,8 @@ class Shutdown:
         deadline = loop.time() + grace
         self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
         self.requested.set()
+        for event in self.watchers:
+            event.set()
 
 
 class WorkerRunner:
@@ -69,6 +73,10 @@ class WorkerRunner:
         self._shutdown = shutdown
         self._clock = clock
         self._ticks = 0
+        # One wake-up event, set when the term ends, on shutdown and when a run finishes, so
+        # that waiting for "any of them, or a timeout" needs no helper tasks (per tick).
+        self._wake = asyncio.Event()
+        shutdown.watchers.append(self._wake)
 
     @property
     def keeper(self) -> LeaseKeeper:
@@ -101,9 +109,24 @@ class WorkerRunner:
                 # Another replica holds the lease: this slot is not ours to run.
                 self._wm.skipped[SkipReason.NOT_LEADER].inc()
 
+    async def _nap(self, term: Term, within: float) -> bool:
+        """Sleep up to ``within``; True (at once) if the term ended or a shutdown began."""
+        self._wake.clear()
+        stopping = self._shutdown.requested
+        if not term.active or stopping.is_set():
+            return True
+        if within > 0:
+            try:
+                async with asyncio.timeout(within):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+        return not term.active or stopping.is_set()
+
     async def _lead(self, term: Term, tg: asyncio.TaskGroup) -> None:
         name = self.worker.name
         stopping = self._shutdown.requested
+        term.watchers.append(self._wake)
         state = await self._keeper.load_state(term, abort=stopping)
         if state is None:
             return
@@ -124,7 +147,7 @@ class WorkerRunner:
             self._wm.next_scheduled.set(plan.slot)
             delay = plan.slot + jitter - self._clock()
             # The keeper ends the term at its deadline if no renewal is confirmed by then.
-            if delay > 0 and await wait_any([term.ended, stopping], within=delay):
+            if delay > 0 and await self._nap(term, delay):
                 return
             if not self._keeper.check(term):
                 return
@@ -162,7 +185,7 @@ class WorkerRunner:
                     name,
                     _iso(plan.slot),
                 )
-                if await wait_any([term.ended, stopping], within=CLOCK_TOLERANCE_SECONDS):
+                if await self._nap(term, CLOCK_TOLERANCE_SECONDS):
                     return
                 continue
             if result is ClaimResult.UNCONFIRMED:
@@ -286,12 +309,12 @@ class WorkerRunner:
         self, task: asyncio.Task[Outcome], term: Term, ctx: TickContext
     ) -> Outcome:
         """Wait for the run; cancel it when the lease is lost or the shutdown grace runs out."""
-        finished = asyncio.Event()
         finished_at: list[float] = []
+        wake = self._wake
 
         def on_done(_: object) -> None:
             finished_at.append(_now())
-            finished.set()
+            wake.set()
 
         task.add_done_callback(on_done)
         cancelled_by_us = False
@@ -302,10 +325,17 @@ class WorkerRunner:
                     ctx.stopping.set()
                     if self._shutdown.deadline is not None:
                         limit = min(limit, self._shutdown.deadline - _now())
-                events = [finished, term.ended]
-                if not self._shutdown.requested.is_set():
-                    events.append(self._shutdown.requested)
-                await wait_any(events, within=max(0.0, limit))
+                # Wakes when the run finishes, the term ends, or a shutdown begins (each sets
+                # the event once; it is cleared before every wait, so no wait spins).
+                wake.clear()
+                if task.done() or not term.active:
+                    pass
+                elif limit > 0:
+                    try:
+                        async with asyncio.timeout(limit):
+                            await wake.wait()
+                    except TimeoutError:
+                        pass
                 if task.done():
                     break
                 if not self._keeper.check(term):
