@@ -8,7 +8,8 @@ key                            type    content
 =============================  ======  ===================================================
 ``tickwork:{W}:lease``         hash    ``owner`` (replica id + nonce), ``token``; PX = TTL
 ``tickwork:{W}:fence``         string  the fencing-token counter (``INCR``; never reset)
-``tickwork:{W}:schedule``      hash    ``anchor``, ``last_slot``, ``last_end`` (Unix time)
+``tickwork:{W}:schedule``      hash    ``anchor``, ``last_slot``, ``last_end`` (Unix time),
+                                       ``last_token`` (the token that claimed ``last_slot``)
 ``tickwork:{W}:status``        hash    the latest run: ``slot``, ``started_at``,
                                        ``ended_at``, ``outcome``, ``replica_id``,
                                        ``fencing_token``, ``last_success_at``

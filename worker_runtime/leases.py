@@ -12,9 +12,11 @@ holder.
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
 
+from worker_runtime.outcomes import ClaimResult, Outcome
 from worker_runtime.scheduling import ScheduleState
 
 __all__ = ["InProcessLeases", "LeaseBackend", "LeaseProvider", "RunRecord", "SlotClaim"]
@@ -38,7 +40,7 @@ class RunRecord:
     slot: float
     started_at: float
     ended_at: float | None
-    outcome: str  # running, success, failure, timeout, cancelled
+    outcome: Outcome | str
     replica_id: str
     fencing_token: int
     last_success_at: float | None = None
@@ -72,9 +74,17 @@ class LeaseBackend(ABC):
         """The schedule state recorded by the latest holder."""
 
     @abstractmethod
+    async def claim(self, owner: str, claim: SlotClaim) -> ClaimResult:
+        """Record the slot as taken and the run as started, only if ``owner`` holds the lease
+        and the slot is newer than the last one claimed.
+
+        Safe to re-send after a lost reply: the same slot claimed again with the same fencing
+        token (the same term of the same holder) answers ``CLAIMED``.
+        """
+
     async def claim_slot(self, owner: str, claim: SlotClaim) -> bool:
-        """Record ``slot`` as taken and the run as started, only if ``owner`` holds the lease
-        and the slot is newer than the last one claimed. False means: do not run it."""
+        """``claim``, as a yes/no: True means the caller may run the slot."""
+        return await self.claim(owner, claim) is ClaimResult.CLAIMED
 
     @abstractmethod
     async def record_run(self, owner: str, record: RunRecord) -> bool:
@@ -94,6 +104,10 @@ class LeaseProvider(ABC):
     @abstractmethod
     def for_worker(self, worker: str) -> LeaseBackend: ...
 
+    def now(self) -> float:
+        """The wall clock every replica plans on: the lease server's (here: this host's)."""
+        return time.time()
+
     async def ping(self) -> None:  # noqa: B027 - optional hook
         """Raise if the backend cannot be reached (readiness)."""
 
@@ -107,6 +121,7 @@ class _Slot:
     token: int = 0
     expires_at: float = 0.0
     state: ScheduleState = field(default_factory=ScheduleState)
+    last_token: int | None = None  # the fencing token that claimed ``state.last_slot``
     record: RunRecord | None = None
 
 
@@ -150,27 +165,30 @@ class _InProcessLease(LeaseBackend):
     async def load_state(self) -> ScheduleState:
         return self._slot.state
 
-    async def claim_slot(self, owner: str, claim: SlotClaim) -> bool:
+    async def claim(self, owner: str, claim: SlotClaim) -> ClaimResult:
         state = self._slot.state
-        if not self._holds(owner) or (
-            state.last_slot is not None and claim.slot <= state.last_slot
-        ):
-            return False
+        if not self._holds(owner):
+            return ClaimResult.NOT_HOLDER
+        if state.last_slot is not None and claim.slot <= state.last_slot:
+            if claim.slot == state.last_slot and self._slot.last_token == claim.token:
+                return ClaimResult.CLAIMED  # the same claim, sent again
+            return ClaimResult.ALREADY_CLAIMED
         anchor = state.anchor if state.anchor is not None else claim.anchor
         self._slot.state = ScheduleState(
             anchor=anchor, last_slot=claim.slot, last_end=state.last_end
         )
+        self._slot.last_token = claim.token
         previous = self._slot.record
         self._slot.record = RunRecord(
             slot=claim.slot,
             started_at=claim.started_at,
             ended_at=None,
-            outcome="running",
+            outcome=Outcome.RUNNING,
             replica_id=claim.replica_id,
             fencing_token=claim.token,
             last_success_at=previous.last_success_at if previous else None,
         )
-        return True
+        return ClaimResult.CLAIMED
 
     async def record_run(self, owner: str, record: RunRecord) -> bool:
         if not self._holds(owner):
@@ -182,7 +200,7 @@ class _InProcessLease(LeaseBackend):
             )
         previous = self._slot.record
         last_success = previous.last_success_at if previous else None
-        if record.outcome == "success":
+        if record.outcome == Outcome.SUCCESS:
             last_success = record.ended_at
         self._slot.record = replace(record, last_success_at=last_success)
         return True

@@ -1,8 +1,12 @@
-"""``LeaseKeeper``: acquires, renews and releases one worker's lease on time.
+"""``LeaseKeeper``: acquires, renews and releases one worker's lease on time, and does every
+other call that only the holder may make (load the schedule state, claim a slot, record a run).
 
-The backend does the I/O; the keeper owns the timing. A *term* is one continuous holding of
-the lease. It ends when a renewal is refused (``stolen``), when no renewal was confirmed before
-the lease's deadline (``expired``), or on release (``released``). The deadline of a term is
+The backend does the I/O; the keeper owns the timing: every call has a timeout, a failed call
+is counted (``tickwork_redis_errors_total``), logged (at most one line per operation every few
+seconds for all of a manager's workers, however many fail: ``ErrorLog``) and retried after an
+exponential backoff with jitter. A *term* is one continuous holding of the lease. It ends
+when a renewal is refused (``stolen``), when no renewal was confirmed before the lease's
+deadline (``expired``), or on release (``released``). The deadline of a term is
 measured on the monotonic clock from *before* the renewal that set it was sent, minus a small
 allowance for clock-rate drift, so the holder always gives up before Redis lets another
 replica in.
@@ -13,20 +17,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from worker_runtime.leases import LeaseBackend
+from worker_runtime.leases import LeaseBackend, RunRecord, SlotClaim
 from worker_runtime.metrics import Metrics, WorkerMetrics
+from worker_runtime.outcomes import ClaimResult, LeaseLoss
 from worker_runtime.rules import check_lease, default_renew_interval
+from worker_runtime.scheduling import ScheduleState
+from worker_runtime.waiting import wait_any
 
-__all__ = ["LeaseKeeper", "LeaseTiming", "Term"]
+__all__ = ["ErrorLog", "LeaseKeeper", "LeaseTiming", "Term"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 # Redlock's allowance for clocks running at different rates: 1 % of the TTL plus 2 ms.
 _DRIFT_FACTOR = 0.01
 _DRIFT_FLOOR_SECONDS = 0.002
+# Backend failures are logged at most once per operation in this many seconds, per process.
+_ERROR_LOG_INTERVAL_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +87,50 @@ class Term:
     token: int
     deadline: float  # loop.time() by which the lease must be renewed
     ended: asyncio.Event = field(default_factory=asyncio.Event)
-    end_reason: str | None = None
+    end_reason: LeaseLoss | None = None
+    #: Set too when the term ends (a runner's wake-up event).
+    watchers: list[asyncio.Event] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
         return not self.ended.is_set()
 
 
+class ErrorLog:
+    """Logs backend failures without a storm: one line per operation per interval, with the
+    number of failures (of every keeper sharing it: a manager's workers) left out since."""
+
+    def __init__(self, interval_seconds: float = _ERROR_LOG_INTERVAL_SECONDS) -> None:
+        self._interval = interval_seconds
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, op: str, worker: str, exc: BaseException, retry_in: float | None) -> None:
+        now = time.monotonic()
+        last = self._last.get(op)
+        if last is not None and now - last < self._interval:
+            self._suppressed[op] = self._suppressed.get(op, 0) + 1
+            return
+        self._last[op] = now
+        more = self._suppressed.pop(op, 0)
+        log.warning(
+            "lease %s for worker %r failed: %s%s%s",
+            op,
+            worker,
+            _describe(exc),
+            "" if retry_in is None else f"; retrying in {retry_in:.2f}s",
+            f" ({more} more {op} failures in the last {now - last:.0f}s)" if more and last else "",
+        )
+
+
 class LeaseKeeper:
-    """Keeps one worker's lease: public methods check state, ``_do_*`` methods do the I/O."""
+    """Keeps one worker's lease: public methods check state, ``_do_*`` methods do the I/O.
+
+    ``run()`` acquires and renews until ``stop()``; ``stop()`` lets an acquire or renewal in
+    flight finish (an acquire whose script already ran in Redis must not be cancelled into a
+    lease nobody releases), then releases whatever this keeper may hold. ``reset()`` makes a
+    stopped keeper usable again (a runner restarted after a crash).
+    """
 
     def __init__(
         self,
@@ -92,8 +141,10 @@ class LeaseKeeper:
         interval_hint: float,
         metrics: Metrics,
         worker_metrics: WorkerMetrics,
+        error_log: ErrorLog | None = None,
     ) -> None:
         self.backend = backend
+        self._errors = error_log if error_log is not None else ErrorLog()
         self.timing = timing
         self.replica_id = replica_id
         #: Unique per keeper: a restarted replica with the same id is a different owner.
@@ -105,7 +156,14 @@ class LeaseKeeper:
         #: Set whenever a term starts; waiters clear it before checking ``term``.
         self.acquired = asyncio.Event()
         self._stopped = False
+        self._wake = asyncio.Event()
+        self._running = False
+        self._run_done = asyncio.Event()
+        self._run_done.set()
+        #: True from the moment an acquire is sent until Redis says we hold nothing.
+        self._maybe_holding = False
         self._healthy = True
+        self._failures = 0
 
     @property
     def term(self) -> Term | None:
@@ -120,10 +178,27 @@ class LeaseKeeper:
         """False while the backend cannot be reached."""
         return self._healthy
 
+    def reset(self) -> None:
+        """Make a stopped keeper ready for another ``run()`` (a new session, same owner)."""
+        if self._running:
+            raise RuntimeError("the lease keeper is still running")
+        self._stopped = False
+        self._wake = asyncio.Event()
+
     async def run(self) -> None:
-        """Acquire, renew, repeat — until cancelled or ``stop()``."""
+        """Acquire, renew, repeat — until ``stop()`` (or cancellation)."""
+        if self._running:
+            raise RuntimeError("the lease keeper is already running")
+        self._running = True
+        self._run_done.clear()
+        try:
+            await self._keep()
+        finally:
+            self._running = False
+            self._run_done.set()
+
+    async def _keep(self) -> None:
         loop = asyncio.get_running_loop()
-        failures = 0
         next_renew_at = 0.0
         while not self._stopped:
             term = self.term
@@ -131,88 +206,192 @@ class LeaseKeeper:
                 if term is None:
                     sent_at = loop.time()
                     token = await self._do_acquire()
-                    self._healthy = True
-                    failures = 0
-                    if token is not None and self.stopped:
-                        await self._do_release()  # acquired while stopping: give it back
-                        break
-                    if token is not None:
-                        self._start_term(token, sent_at)
-                        next_renew_at = sent_at + self.timing.renew
+                    self._succeeded()
+                    if token is None:
+                        await self._sleep(self._jittered(self.timing.poll(self._interval_hint)))
                         continue
-                    await asyncio.sleep(self._jittered(self.timing.poll(self._interval_hint)))
+                    if self.stopped:
+                        break  # acquired while stopping: stop() gives it back
+                    self._start_term(token, sent_at)
+                    next_renew_at = sent_at + self.timing.renew
                     continue
                 await self._sleep_until(term, next_renew_at)
                 if not term.active or self.stopped:
                     continue
                 sent_at = loop.time()
                 renewed = await self._do_renew(term)
-                self._healthy = True
-                failures = 0
+                self._succeeded()
                 if renewed:
                     term.deadline = sent_at + self.timing.ttl_seconds - self.timing.drift_seconds
                     next_renew_at = sent_at + self.timing.renew
                 else:
-                    self._end_term(term, "stolen")
+                    self._maybe_holding = False
+                    self._end_term(term, LeaseLoss.STOLEN)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the backend is unreachable or failed
-                self._healthy = False
-                failures += 1
-                delay = self._backoff(failures)
+                delay = self._failed("renewal" if term else "acquisition", exc, retry=True)
                 if term is not None:
                     # Retry the renewal soon, but never sleep past the term's deadline.
-                    delay = min(delay, self.timing.renew / 4)
-                log.warning(
-                    "lease %s for worker %r failed: %s; retrying in %.2fs",
-                    "renewal" if term else "acquisition",
-                    self.backend.worker,
-                    _describe(exc),
-                    delay,
-                )
-                if term is not None:
-                    next_renew_at = loop.time() + delay
+                    next_renew_at = loop.time() + min(delay, self.timing.renew / 4)
                     self.check(term)
                 else:
-                    await asyncio.sleep(delay)
+                    await self._sleep(delay)
 
     async def stop(self) -> None:
-        """Stop keeping the lease and release it if held (compare-and-delete)."""
+        """Stop keeping the lease and release it if held (compare-and-delete).
+
+        Bounded: an operation in flight gets its timeout, the release one more.
+        """
         self._stopped = True
+        self._wake.set()
         term = self._term
         if term is not None and term.active:
-            self._end_term(term, "released")
+            self._end_term(term, LeaseLoss.RELEASED)
+        if self._running:
             try:
                 async with asyncio.timeout(self.timing.op_timeout_seconds * 2):
-                    await self._do_release()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning(
-                    "could not release the lease of worker %r: %s (it expires by itself)",
-                    self.backend.worker,
-                    _describe(exc),
-                )
+                    await self._run_done.wait()
+            except TimeoutError:
+                pass
+        if not self._maybe_holding:
+            return
+        try:
+            async with asyncio.timeout(self.timing.op_timeout_seconds * 2):
+                await self._do_release()
+            self._maybe_holding = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._errors.warn("release", self.backend.worker, exc, None)
 
     def check(self, term: Term) -> bool:
         """True while ``term`` is active and before its deadline; ends it when past."""
         if not term.active:
             return False
         if asyncio.get_running_loop().time() >= term.deadline:
-            self._end_term(term, "expired")
+            self._end_term(term, LeaseLoss.EXPIRED)
             return False
         return True
 
-    def end(self, term: Term, reason: str) -> None:
+    def end(self, term: Term, reason: LeaseLoss) -> None:
         """End ``term`` now (the backend refused an operation only the holder may do)."""
         self._end_term(term, reason)
 
-    def note_backend_error(self, op: str, exc: BaseException) -> None:
-        """Count and log a failed backend call made on the keeper's behalf."""
-        self._metrics.redis_error(op)
-        log.warning("worker %r: %s failed: %s", self.backend.worker, op, _describe(exc))
+    # -- calls only the holder makes ---------------------------------------------------------
+
+    async def load_state(self, term: Term, *, abort: asyncio.Event) -> ScheduleState | None:
+        """The schedule state, retried with backoff; ``None`` once the term or ``abort`` ends."""
+        while self.check(term) and not abort.is_set():
+            try:
+                state = await self._call("load", self.backend.load_state, self._budget(term))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._pause(term, abort, self._failed("load", exc, retry=True))
+                continue
+            self._succeeded()
+            return state
+        return None
+
+    async def claim(
+        self, term: Term, claim: SlotClaim, *, give_up_at: float, abort: asyncio.Event
+    ) -> ClaimResult:
+        """Claim one slot for ``term``; retried with backoff (a re-sent claim is safe) until
+        ``give_up_at`` (loop time), the term's end or ``abort``."""
+        while True:
+            if not self.check(term):
+                return ClaimResult.NOT_HOLDER
+            try:
+                result = await self._call(
+                    "claim", lambda: self.backend.claim(self.owner, claim), self._budget(term)
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                now = asyncio.get_running_loop().time()
+                if now >= give_up_at or abort.is_set():
+                    self._failed("claim", exc, retry=False)
+                    return ClaimResult.UNCONFIRMED
+                delay = self._failed("claim", exc, retry=True)
+                await self._pause(term, abort, min(delay, give_up_at - now))
+                continue
+            self._succeeded()
+            if result is ClaimResult.NOT_HOLDER:
+                self._maybe_holding = False
+                self._end_term(term, LeaseLoss.STOLEN)
+            return result
+
+    async def record(self, term: Term, record: RunRecord, *, give_up_at: float) -> bool:
+        """Store the run's record; retried with backoff until ``give_up_at`` or the term ends.
+        False when it could not be stored (the next holder then counts from the run's start)."""
+        while self.check(term):
+            try:
+                stored = await self._call(
+                    "record",
+                    lambda: self.backend.record_run(self.owner, record),
+                    self._budget(term),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                now = asyncio.get_running_loop().time()
+                if now >= give_up_at:
+                    self._failed("record", exc, retry=False)
+                    return False
+                delay = self._failed("record", exc, retry=True)
+                await self._pause(term, None, min(delay, give_up_at - now))
+                continue
+            self._succeeded()
+            if not stored:
+                self._maybe_holding = False
+                self._end_term(term, LeaseLoss.STOLEN)
+            return stored
+        return False
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _budget(self, term: Term) -> float:
+        """One call's timeout: the usual one, but never past the term's deadline."""
+        left = term.deadline - asyncio.get_running_loop().time()
+        return max(0.0, min(self.timing.op_timeout_seconds, left))
+
+    async def _call(self, op: str, call: Callable[[], Awaitable[T]], budget: float) -> T:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(budget):
+                return await call()
+        except Exception:
+            self._metrics.redis_error(op)
+            raise
+        finally:
+            self._metrics.lease_op(op).observe(loop.time() - started)
+
+    def _succeeded(self) -> None:
+        self._healthy = True
+        self._failures = 0
+
+    def _failed(self, op: str, exc: BaseException, *, retry: bool) -> float:
+        """Count a failure in a row; the backoff before the next attempt."""
+        self._healthy = False
+        self._failures += 1
+        delay = self._backoff(self._failures)
+        self._errors.warn(op, self.backend.worker, exc, delay if retry else None)
+        return delay
+
+    async def _pause(self, term: Term, abort: asyncio.Event | None, delay: float) -> None:
+        """Sleep ``delay`` before a retry; wake early when the term ends, on ``abort`` or stop."""
+        events = [term.ended, self._wake] + ([abort] if abort is not None else [])
+        await wait_any(events, within=min(delay, max(0.0, term.deadline - _now())))
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep ``delay``, waking early on ``stop()``."""
+        try:
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
 
     def _start_term(self, token: int, sent_at: float) -> None:
         deadline = sent_at + self.timing.ttl_seconds - self.timing.drift_seconds
@@ -228,14 +407,16 @@ class LeaseKeeper:
         )
         self.acquired.set()
 
-    def _end_term(self, term: Term, reason: str) -> None:
+    def _end_term(self, term: Term, reason: LeaseLoss) -> None:
         if not term.active:
             return
         term.end_reason = reason
         term.ended.set()
+        for event in term.watchers:
+            event.set()
         self._wm.lease_held.set(0)
         self._wm.losses[reason].inc()
-        level = logging.INFO if reason == "released" else logging.WARNING
+        level = logging.INFO if reason is LeaseLoss.RELEASED else logging.WARNING
         log.log(
             level,
             "replica %s no longer holds the lease of worker %r (%s)",
@@ -258,40 +439,27 @@ class LeaseKeeper:
         self.check(term)
 
     async def _do_acquire(self) -> int | None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            async with asyncio.timeout(self.timing.op_timeout_seconds):
-                return await self.backend.acquire(self.owner, self.timing.ttl_seconds)
-        except Exception:
-            self._metrics.redis_error("acquire")
-            raise
-        finally:
-            self._metrics.lease_ops["acquire"].observe(loop.time() - started)
+        self._maybe_holding = True  # from here until Redis says otherwise
+        token = await self._call(
+            "acquire",
+            lambda: self.backend.acquire(self.owner, self.timing.ttl_seconds),
+            self.timing.op_timeout_seconds,
+        )
+        if token is None:
+            self._maybe_holding = False
+        return token
 
     async def _do_renew(self, term: Term) -> bool:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        budget = min(self.timing.op_timeout_seconds, max(0.0, term.deadline - started))
-        try:
-            async with asyncio.timeout(budget):
-                return await self.backend.renew(self.owner, self.timing.ttl_seconds)
-        except Exception:
-            self._metrics.redis_error("renew")
-            raise
-        finally:
-            self._metrics.lease_ops["renew"].observe(loop.time() - started)
+        return await self._call(
+            "renew",
+            lambda: self.backend.renew(self.owner, self.timing.ttl_seconds),
+            self._budget(term),
+        )
 
     async def _do_release(self) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            await self.backend.release(self.owner)
-        except Exception:
-            self._metrics.redis_error("release")
-            raise
-        finally:
-            self._metrics.lease_ops["release"].observe(loop.time() - started)
+        await self._call(
+            "release", lambda: self.backend.release(self.owner), self.timing.op_timeout_seconds
+        )
 
     def _backoff(self, failures: int) -> float:
         ceiling = min(
@@ -303,6 +471,10 @@ class LeaseKeeper:
     @staticmethod
     def _jittered(delay: float) -> float:
         return delay * random.uniform(0.8, 1.2)
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _describe(exc: BaseException) -> str:

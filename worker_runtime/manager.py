@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -12,7 +11,7 @@ import svcs
 from prometheus_client import CollectorRegistry
 
 from worker_runtime.leases import InProcessLeases, LeaseProvider
-from worker_runtime.leasing import LeaseKeeper, LeaseTiming
+from worker_runtime.leasing import ErrorLog, LeaseKeeper, LeaseTiming
 from worker_runtime.metrics import Metrics
 from worker_runtime.running import Shutdown, WorkerRunner
 from worker_runtime.worker import PeriodicWorker
@@ -47,14 +46,17 @@ class WorkerManager:
         leases: LeaseProvider | None = None,
         registry: svcs.Registry | None = None,
         metrics: Metrics | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.options = options
         self.leases = leases or InProcessLeases()
         self.services = registry or svcs.Registry()
         self.metrics = metrics or Metrics(CollectorRegistry())
-        self._clock = clock
+        #: The wall clock slots are planned on: the lease server's unless one is given.
+        self._clock = clock if clock is not None else self.leases.now
         self._runners: dict[str, WorkerRunner] = {}
+        #: Backend failures of all workers share one rate-limited log (no per-worker storm).
+        self._errors = ErrorLog()
         self._tg: asyncio.TaskGroup | None = None
         self._shutdown: Shutdown | None = None
         self._running = False
@@ -93,6 +95,7 @@ class WorkerManager:
             interval_hint=schedule.interval_seconds,
             metrics=self.metrics,
             worker_metrics=wm,
+            error_log=self._errors,
         )
         runner = WorkerRunner(
             worker,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from worker_runtime.outcomes import FINISHED_OUTCOMES, LeaseLoss, Outcome
 from worker_runtime.version import __version__
 
 __all__ = [
@@ -21,16 +22,19 @@ __all__ = [
     "WorkerMetrics",
 ]
 
-OUTCOMES = ("success", "failure", "timeout", "cancelled")
+OUTCOMES = tuple(str(o) for o in FINISHED_OUTCOMES)
 SKIP_REASONS = ("overlap", "misfire", "not_leader")
-LEASE_LOSS_REASONS = ("expired", "stolen", "released")
-LEASE_OPERATIONS = ("acquire", "renew", "release")
-REDIS_OPERATIONS = ("acquire", "renew", "release", "claim", "record", "load", "ping")
+LEASE_LOSS_REASONS = tuple(str(r) for r in LeaseLoss)
+#: Every call the lease keeper makes (its round trips are timed per operation).
+LEASE_OPERATIONS = ("acquire", "renew", "release", "claim", "record", "load")
+REDIS_OPERATIONS = (*LEASE_OPERATIONS, "ping")
 
 # Tick durations from a few milliseconds to an hour.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 # Lateness is usually milliseconds; failover and misfires make it seconds.
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: An event-loop wake-up this late counts as a stall.
+LOOP_STALL_SECONDS = 1.0
 LEASE_OP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
@@ -115,7 +119,7 @@ class Metrics:
         )
         self.lease_op_duration = Histogram(
             "tickwork_lease_operation_duration_seconds",
-            "Round trip of lease operations.",
+            "Round trip of the lease keeper's calls to the backend, by operation.",
             ["op"],
             buckets=LEASE_OP_BUCKETS,
             registry=registry,
@@ -124,6 +128,28 @@ class Metrics:
             "tickwork_redis_errors",
             "Redis operations that failed (connection loss, timeout, error reply).",
             ["op"],
+            registry=registry,
+        )
+        self.loop_lag = Gauge(
+            "tickwork_event_loop_lag_seconds",
+            "How late the event loop woke its latest periodic check (0 when it keeps up).",
+            registry=registry,
+        )
+        self.loop_stalls = Counter(
+            "tickwork_event_loop_stalls",
+            f"Times the event loop was blocked for {LOOP_STALL_SECONDS:g}s or more "
+            "(blocking code in a tick).",
+            registry=registry,
+        )
+        self.clock_offset = Gauge(
+            "tickwork_clock_offset_seconds",
+            "The Redis server's clock minus this host's (slots are planned on the server's).",
+            registry=registry,
+        )
+        self.clock_corrections = Counter(
+            "tickwork_clock_corrections",
+            "Slots recorded or planned far ahead of the server's clock, corrected or refused.",
+            ["worker"],
             registry=registry,
         )
         self.build_info = Gauge(
@@ -145,6 +171,13 @@ class Metrics:
         if cached is None:
             cached = self._workers[worker] = WorkerMetrics.create(self, worker)
         return cached
+
+    def lease_op(self, op: str) -> Histogram:
+        """The duration child of one lease operation (created on first use)."""
+        child = self.lease_ops.get(op)
+        if child is None:
+            child = self.lease_ops[op] = self.lease_op_duration.labels(op=op)
+        return child
 
     def redis_error(self, op: str) -> None:
         child = self.redis_error_children.get(op)
@@ -169,6 +202,7 @@ class WorkerMetrics:
     fencing_token: Gauge
     acquisitions: Counter
     losses: dict[str, Counter]
+    clock_corrections: Counter
 
     @classmethod
     def create(cls, metrics: Metrics, worker: str) -> WorkerMetrics:
@@ -185,11 +219,13 @@ class WorkerMetrics:
             fencing_token=metrics.fencing_token.labels(worker=worker),
             acquisitions=metrics.acquisitions.labels(worker=worker),
             losses={r: metrics.losses.labels(worker=worker, reason=r) for r in LEASE_LOSS_REASONS},
+            clock_corrections=metrics.clock_corrections.labels(worker=worker),
         )
         # Touch every child so each series is exported at zero from the start.
         for counter in (*wm.ticks.values(), *wm.skipped.values(), *wm.losses.values()):
             counter.inc(0)
         wm.acquisitions.inc(0)
+        wm.clock_corrections.inc(0)
         for gauge in (
             wm.last_success,
             wm.last_run,
@@ -201,9 +237,9 @@ class WorkerMetrics:
             gauge.set(0)
         return wm
 
-    def tick_finished(self, outcome: str, *, duration: float, ended_at: float) -> None:
+    def tick_finished(self, outcome: Outcome, *, duration: float, ended_at: float) -> None:
         self.ticks[outcome].inc()
         self.duration.observe(duration)
         self.last_run.set(ended_at)
-        if outcome == "success":
+        if outcome is Outcome.SUCCESS:
             self.last_success.set(ended_at)

@@ -130,7 +130,7 @@ async def _serve(settings: RuntimeSettings) -> int:
         collector(registry=registry)
     metrics = Metrics(registry)
     timing = settings.lease_timing()
-    lag = LoopLagMonitor()
+    lag = LoopLagMonitor(metrics=metrics)
     checks: dict[str, Callable[[], Awaitable[tuple[bool, str]]]] = {}
 
     async def live() -> tuple[bool, str]:

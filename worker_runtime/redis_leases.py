@@ -7,23 +7,30 @@ release or record over a newer holder.
 
 Connection settings are explicit and sized to the lease timing: socket and connect timeouts
 of half a renew interval (at most 2 s), one immediate retry on a dropped connection (every
-script is safe to repeat), a health check on connections idle for longer than the TTL.
+script is safe to repeat), a health check on connections idle for longer than the TTL, and
+at most ``POOL_MAX_CONNECTIONS`` connections, for which calls wait in turn.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from worker_runtime.clocks import CLOCK_TOLERANCE_SECONDS, ServerClock
 from worker_runtime.keys import WorkerKeys
 from worker_runtime.leases import LeaseBackend, LeaseProvider, RunRecord, SlotClaim
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.metrics import Metrics
+from worker_runtime.outcomes import ClaimResult
+from worker_runtime.pipelining import CommandBatcher
 from worker_runtime.redis_urls import check_redis_url, redact_url
 from worker_runtime.scheduling import ScheduleState
 
@@ -79,19 +86,34 @@ return 0
 
 # KEYS[1] lease hash, KEYS[2] schedule hash, KEYS[3] status hash
 # ARGV[1] owner, ARGV[2] slot, ARGV[3] anchor, ARGV[4] fencing token, ARGV[5] replica id,
-# ARGV[6] started_at
+# ARGV[6] started_at, ARGV[7] clock tolerance in seconds
 # Returns 1 when the slot is claimed, 0 when the caller does not hold the lease, -1 when the
-# slot is not newer than the last one claimed (never run a slot twice).
+# slot is not newer than the last one claimed (never run a slot twice), -2 when the slot lies
+# more than the tolerance ahead of the server's clock (it was planned on a wrong clock). The
+# same claim sent again (the same slot with the same fencing token, after a lost reply)
+# returns 1. A last slot recorded ahead of the server's clock (by a replica whose clock was
+# ahead) does not block newer claims: it is replaced.
 _CLAIM = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
   return 0
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local slot = tonumber(ARGV[2])
+if slot > now + tonumber(ARGV[7]) then
+  return -2
+end
 local last = redis.call('HGET', KEYS[2], 'last_slot')
-if last and tonumber(last) >= tonumber(ARGV[2]) then
-  return -1
+if last and tonumber(last) >= slot then
+  if last == ARGV[2] and redis.call('HGET', KEYS[2], 'last_token') == ARGV[4] then
+    return 1
+  end
+  if tonumber(last) <= now + tonumber(ARGV[7]) then
+    return -1
+  end
 end
 redis.call('HSETNX', KEYS[2], 'anchor', ARGV[3])
-redis.call('HSET', KEYS[2], 'last_slot', ARGV[2])
+redis.call('HSET', KEYS[2], 'last_slot', ARGV[2], 'last_token', ARGV[4])
 redis.call('HSET', KEYS[3], 'slot', ARGV[2], 'started_at', ARGV[6], 'ended_at', '',
   'outcome', 'running', 'replica_id', ARGV[5], 'fencing_token', ARGV[4])
 return 1
@@ -113,6 +135,14 @@ if ARGV[3] == 'success' then
 end
 return 1
 """
+
+
+_CLAIM_RESULTS = {
+    1: ClaimResult.CLAIMED,
+    0: ClaimResult.NOT_HOLDER,
+    -1: ClaimResult.ALREADY_CLAIMED,
+    -2: ClaimResult.AHEAD_OF_SERVER,
+}
 
 
 def _ms(seconds: float) -> int:
@@ -146,14 +176,14 @@ class _RedisLease(LeaseBackend):
         return bool(await self._p.release_script(keys=[self._keys.lease], args=[owner]))
 
     async def load_state(self) -> ScheduleState:
-        raw = await self._p.client.hgetall(self._keys.schedule)
+        raw = await self._p.batch.call("HGETALL", self._keys.schedule)
         return ScheduleState(
             anchor=_float(raw.get(b"anchor")),
             last_slot=_float(raw.get(b"last_slot")),
             last_end=_float(raw.get(b"last_end")),
         )
 
-    async def claim_slot(self, owner: str, claim: SlotClaim) -> bool:
+    async def claim(self, owner: str, claim: SlotClaim) -> ClaimResult:
         result = await self._p.claim_script(
             keys=[self._keys.lease, self._keys.schedule, self._keys.status],
             args=[
@@ -163,13 +193,10 @@ class _RedisLease(LeaseBackend):
                 claim.token,
                 claim.replica_id,
                 repr(claim.started_at),
+                CLOCK_TOLERANCE_SECONDS,
             ],
         )
-        if int(result) == -1:
-            log.warning(
-                "worker %r: slot %r was already claimed; not running it", self.worker, claim.slot
-            )
-        return int(result) == 1
+        return _CLAIM_RESULTS[int(result)]
 
     async def record_run(self, owner: str, record: RunRecord) -> bool:
         ended = record.ended_at if record.ended_at is not None else record.started_at
@@ -178,7 +205,7 @@ class _RedisLease(LeaseBackend):
             args=[
                 owner,
                 repr(ended),
-                record.outcome,
+                str(record.outcome),
                 repr(record.slot),
                 repr(record.started_at),
                 record.replica_id,
@@ -192,16 +219,32 @@ class _RedisLease(LeaseBackend):
 
 
 class RedisLeases(LeaseProvider):
-    """One Redis connection pool shared by every worker's lease."""
+    """One Redis connection pool shared by every worker's lease.
 
-    def __init__(self, client: Redis, *, description: str) -> None:
+    Calls go through a ``CommandBatcher``: the calls of one event-loop turn (a thousand
+    workers whose slots fall on the same instant) share one pipeline, and at most
+    ``POOL_MAX_CONNECTIONS`` pipelines are in flight — the rest wait their turn, within each
+    caller's own timeout, instead of failing with "Too many connections".
+    """
+
+    def __init__(self, client: Redis, *, description: str, metrics: Metrics | None = None) -> None:
         self.client = client
         self.description = description
-        self.acquire_script = client.register_script(_ACQUIRE)
-        self.renew_script = client.register_script(_RENEW)
-        self.release_script = client.register_script(_RELEASE)
-        self.claim_script = client.register_script(_CLAIM)
-        self.record_script = client.register_script(_RECORD)
+        self.clock = ServerClock(metrics=metrics)
+        self.batch = CommandBatcher(client, max_pipelines=POOL_MAX_CONNECTIONS, clock=self.clock)
+        self.acquire_script = self._script(_ACQUIRE)
+        self.renew_script = self._script(_RENEW)
+        self.release_script = self._script(_RELEASE)
+        self.claim_script = self._script(_CLAIM)
+        self.record_script = self._script(_RECORD)
+
+    def _script(self, text: str) -> Callable[..., Awaitable[Any]]:
+        sha = self.batch.script(text)
+
+        async def call(*, keys: list[str], args: list[str | int | float]) -> Any:
+            return await self.batch.evalsha(sha, keys, args)
+
+        return call
 
     @classmethod
     def from_url(
@@ -213,16 +256,31 @@ class RedisLeases(LeaseProvider):
         metrics: Metrics | None = None,
     ) -> RedisLeases:
         check_redis_url(url)
-        return cls(connect(url, password=password, timing=timing), description=redact_url(url))
+        return cls(
+            connect(url, password=password, timing=timing),
+            description=redact_url(url),
+            metrics=metrics,
+        )
 
     def for_worker(self, worker: str) -> LeaseBackend:
         return _RedisLease(self, worker)
 
+    def now(self) -> float:
+        """The Redis server's clock (``ServerClock``), which every replica plans on."""
+        return self.clock.now()
+
     async def ping(self) -> None:
-        await self.client.ping()
+        await self.batch.call("PING")
 
     async def aclose(self) -> None:
+        await self.batch.aclose()
         await self.client.aclose()
+
+
+#: Connections per process, shared by every worker's lease (``RedisLeases`` sends at most
+#: this many pipelines at once and queues the rest). 1,000 workers at 1 s make about 2,200
+#: calls a second, batched into far fewer pipelines: a few connections carry them.
+POOL_MAX_CONNECTIONS = 8
 
 
 def connect(url: str, *, password: str | None, timing: LeaseTiming) -> Redis:
@@ -231,18 +289,19 @@ def connect(url: str, *, password: str | None, timing: LeaseTiming) -> Redis:
     options: dict[str, object] = {
         "socket_timeout": op_timeout,
         "socket_connect_timeout": op_timeout,
-        "socket_keepalive": True,
         "retry_on_timeout": False,
         # One immediate retry on a dropped connection; every script is safe to repeat.
         "retry": Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
         "health_check_interval": max(1, round(timing.ttl_seconds)),
-        "max_connections": 64,
         "client_name": "tickwork",
         "protocol": 2,
     }
+    if urlsplit(url).scheme != "unix":
+        options["socket_keepalive"] = True  # TCP only: a unix socket has no keepalive
     if password:
         options["password"] = password
-    return Redis.from_url(url, **options)  # type: ignore[arg-type]
+    pool = ConnectionPool.from_url(url, max_connections=POOL_MAX_CONNECTIONS, **options)
+    return Redis.from_pool(pool)
 
 
 # Re-exported for tests that simulate outages.

@@ -6,17 +6,19 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import svcs
 
+from worker_runtime.clocks import CLOCK_TOLERANCE_SECONDS
 from worker_runtime.context import TickContext
 from worker_runtime.durations import format_duration
 from worker_runtime.leases import LeaseBackend, RunRecord, SlotClaim
 from worker_runtime.leasing import LeaseKeeper, Term
 from worker_runtime.metrics import WorkerMetrics
-from worker_runtime.scheduling import Plan, ScheduleState, SkipReason, plan_next
+from worker_runtime.outcomes import ClaimResult, Outcome
+from worker_runtime.scheduling import Misfire, Plan, ScheduleState, SkipReason, plan_next
 from worker_runtime.waiting import wait_any
 from worker_runtime.worker import PeriodicWorker
 
@@ -33,6 +35,8 @@ class Shutdown:
     requested: asyncio.Event
     grace_seconds: float
     deadline: float | None = None  # loop.time() after which in-flight ticks are cancelled
+    #: Set too on every request (each runner's wake-up event).
+    watchers: list[asyncio.Event] = field(default_factory=list)
 
     def request(self, *, grace_seconds: float | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -40,6 +44,8 @@ class Shutdown:
         deadline = loop.time() + grace
         self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
         self.requested.set()
+        for event in self.watchers:
+            event.set()
 
 
 class WorkerRunner:
@@ -67,6 +73,10 @@ class WorkerRunner:
         self._shutdown = shutdown
         self._clock = clock
         self._ticks = 0
+        # One wake-up event, set when the term ends, on shutdown and when a run finishes, so
+        # that waiting for "any of them, or a timeout" needs no helper tasks (per tick).
+        self._wake = asyncio.Event()
+        shutdown.watchers.append(self._wake)
 
     @property
     def keeper(self) -> LeaseKeeper:
@@ -74,11 +84,14 @@ class WorkerRunner:
 
     async def run(self) -> None:
         """Until shutdown: keep the lease, and lead while holding it. Releases at the end."""
+        self._keeper.reset()  # a runner restarted after a crash starts a new keeper session
         async with asyncio.TaskGroup() as tg:
             keeper_task = tg.create_task(self._keeper.run(), name=f"lease:{self.worker.name}")
             try:
                 await self._serve(tg)
             finally:
+                # stop() waits for an acquire in flight and releases what it may have taken;
+                # the cancel only reaches a keeper that has not started yet.
                 await self._keeper.stop()
                 keeper_task.cancel()
 
@@ -96,13 +109,30 @@ class WorkerRunner:
                 # Another replica holds the lease: this slot is not ours to run.
                 self._wm.skipped[SkipReason.NOT_LEADER].inc()
 
+    async def _nap(self, term: Term, within: float) -> bool:
+        """Sleep up to ``within``; True (at once) if the term ended or a shutdown began."""
+        self._wake.clear()
+        stopping = self._shutdown.requested
+        if not term.active or stopping.is_set():
+            return True
+        if within > 0:
+            try:
+                async with asyncio.timeout(within):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+        return not term.active or stopping.is_set()
+
     async def _lead(self, term: Term, tg: asyncio.TaskGroup) -> None:
         name = self.worker.name
-        state = await self._load_state(term)
+        stopping = self._shutdown.requested
+        term.watchers.append(self._wake)
+        state = await self._keeper.load_state(term, abort=stopping)
         if state is None:
             return
+        state = self._corrected(state)
         resumed = True
-        while self._keeper.check(term) and not self._shutdown.requested.is_set():
+        while self._keeper.check(term) and not stopping.is_set():
             plan = plan_next(self.schedule, state, now=self._clock(), resumed=resumed)
             if plan.skipped and plan.skip_reason is not None:
                 self._wm.skipped[plan.skip_reason].inc(plan.skipped)
@@ -117,60 +147,100 @@ class WorkerRunner:
             self._wm.next_scheduled.set(plan.slot)
             delay = plan.slot + jitter - self._clock()
             # The keeper ends the term at its deadline if no renewal is confirmed by then.
-            if delay > 0 and await wait_any([term.ended, self._shutdown.requested], within=delay):
+            if delay > 0 and await self._nap(term, delay):
                 return
             if not self._keeper.check(term):
                 return
             started_at = self._clock()
-            if not await self._claim(term, plan, started_at):
-                return
-            state = ScheduleState(anchor=plan.anchor, last_slot=plan.slot, last_end=state.last_end)
-            ended_at = await self._run_tick(term, plan, jitter, started_at, tg)
-            state = ScheduleState(anchor=plan.anchor, last_slot=plan.slot, last_end=ended_at)
-            resumed = False
-
-    async def _load_state(self, term: Term) -> ScheduleState | None:
-        while self._keeper.check(term):
-            try:
-                async with asyncio.timeout(self._keeper.timing.op_timeout_seconds):
-                    return await self._backend.load_state()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._keeper.note_backend_error("load", exc)
-                await wait_any([term.ended, self._shutdown.requested], within=0.2)
-        return None
-
-    async def _claim(self, term: Term, plan: Plan, started_at: float) -> bool:
-        try:
-            async with asyncio.timeout(
-                max(0.0, min(self._keeper.timing.op_timeout_seconds, term.deadline - _now()))
-            ):
-                claim = SlotClaim(
+            result = await self._keeper.claim(
+                term,
+                SlotClaim(
                     slot=plan.slot,
                     anchor=plan.anchor,
                     token=term.token,
                     replica_id=self._replica_id,
                     started_at=started_at,
-                )
-                claimed = await self._backend.claim_slot(self._keeper.owner, claim)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._keeper.note_backend_error("claim", exc)
-            # The slot may or may not be recorded; not running it keeps "at most once".
-            self._wm.skipped[SkipReason.MISFIRE].inc()
-            return False
-        if not claimed:
-            log.warning(
-                "worker %r: the lease was lost before the slot could be claimed", self.worker.name
+                ),
+                give_up_at=_now() + max(0.0, self._latest_start(plan.slot) - started_at),
+                abort=stopping,
             )
-            self._keeper.end(term, "stolen")
-        return claimed
+            if result is ClaimResult.NOT_HOLDER:
+                return
+            if result is ClaimResult.ALREADY_CLAIMED:
+                log.warning(
+                    "worker %r: slot %s was already claimed; not running it",
+                    name,
+                    _iso(plan.slot),
+                )
+                state = await self._keeper.load_state(term, abort=stopping)
+                if state is None:
+                    return
+                state = self._corrected(state)
+                resumed = True
+                continue
+            if result is ClaimResult.AHEAD_OF_SERVER:
+                self._wm.clock_corrections.inc()
+                log.warning(
+                    "worker %r: slot %s lies ahead of the lease server's clock; not yet",
+                    name,
+                    _iso(plan.slot),
+                )
+                if await self._nap(term, CLOCK_TOLERANCE_SECONDS):
+                    return
+                continue
+            if result is ClaimResult.UNCONFIRMED:
+                if stopping.is_set():
+                    return
+                # The slot may or may not be recorded; not running it keeps "at most once".
+                self._wm.skipped[SkipReason.MISFIRE].inc()
+                log.warning(
+                    "worker %r: slot %s could not be claimed in time; not running it",
+                    name,
+                    _iso(plan.slot),
+                )
+                state = ScheduleState(
+                    anchor=plan.anchor, last_slot=plan.slot, last_end=state.last_end
+                )
+                resumed = False
+                continue
+            state = ScheduleState(anchor=plan.anchor, last_slot=plan.slot, last_end=state.last_end)
+            ended_at = await self._run_tick(term, plan, jitter, started_at, tg)
+            state = ScheduleState(anchor=plan.anchor, last_slot=plan.slot, last_end=ended_at)
+            resumed = False
+
+    def _corrected(self, state: ScheduleState) -> ScheduleState:
+        """The recorded state, with a last run ahead of the lease server's clock (claimed by a
+        replica whose clock was ahead) moved back to now, so that no replica waits for it."""
+        now = self._clock()
+        limit = now + CLOCK_TOLERANCE_SECONDS
+        ahead = [t for t in (state.last_slot, state.last_end) if t is not None and t > limit]
+        if not ahead:
+            return state
+        self._wm.clock_corrections.inc()
+        log.warning(
+            "worker %r: the recorded last run (%s) lies %.1fs ahead of the lease server's "
+            "clock (a replica with a wrong clock ran it); planning from now",
+            self.worker.name,
+            _iso(max(ahead)),
+            max(ahead) - now,
+        )
+        return ScheduleState(
+            anchor=state.anchor,
+            last_slot=None if state.last_slot is None else min(state.last_slot, now),
+            last_end=None if state.last_end is None else min(state.last_end, now),
+        )
+
+    def _latest_start(self, slot: float) -> float:
+        """The latest wall-clock time a slot may still start: later it counts as missed."""
+        schedule = self.schedule
+        if schedule.misfire is Misfire.CATCH_UP:
+            return slot + schedule.grace_seconds
+        return slot + schedule.late_tolerance_seconds
 
     async def _run_tick(
         self, term: Term, plan: Plan, jitter: float, started_at: float, tg: asyncio.TaskGroup
     ) -> float:
+        """Run one claimed slot, supervised, and record it; when it ended (wall clock)."""
         self._ticks += 1
         number = self._ticks
         name = self.worker.name
@@ -200,35 +270,53 @@ class WorkerRunner:
         await self._record(term, plan, started_at, ended_at, outcome)
         return ended_at
 
-    async def _execute(self, ctx: TickContext, container: svcs.Container) -> str:
+    async def _execute(self, ctx: TickContext, container: svcs.Container) -> Outcome:
         timeout = self.schedule.timeout_seconds
+        scope: asyncio.Timeout | None = None
         try:
             async with asyncio.timeout(timeout) as scope:
                 await self.worker.do_work(ctx)
-            return "success"
         except TimeoutError:
-            if scope.expired():
+            if scope is not None and scope.expired():
                 ctx.logger.error(
                     "tick timed out after %s and was cancelled", format_duration(timeout or 0)
                 )
-                return "timeout"
+                return Outcome.TIMEOUT
             ctx.logger.exception("tick failed")
-            return "failure"
+            return Outcome.FAILURE
         except asyncio.CancelledError:
             raise
         except Exception:
             ctx.logger.exception("tick failed")
-            return "failure"
+            return Outcome.FAILURE
+        else:
+            if scope is not None and scope.expired():
+                # do_work caught the CancelledError of its timeout and returned anyway.
+                ctx.logger.error(
+                    "tick timed out after %s and swallowed its cancellation; "
+                    "do_work must let CancelledError propagate",
+                    format_duration(timeout or 0),
+                )
+                return Outcome.TIMEOUT
+            return Outcome.SUCCESS
         finally:
             try:
                 await container.aclose()
             except Exception:
                 ctx.logger.exception("closing the tick's services failed")
 
-    async def _supervise(self, task: asyncio.Task[str], term: Term, ctx: TickContext) -> str:
+    async def _supervise(
+        self, task: asyncio.Task[Outcome], term: Term, ctx: TickContext
+    ) -> Outcome:
         """Wait for the run; cancel it when the lease is lost or the shutdown grace runs out."""
-        finished = asyncio.Event()
-        task.add_done_callback(lambda _: finished.set())
+        finished_at: list[float] = []
+        wake = self._wake
+
+        def on_done(_: object) -> None:
+            finished_at.append(_now())
+            wake.set()
+
+        task.add_done_callback(on_done)
         cancelled_by_us = False
         try:
             while not task.done():
@@ -237,10 +325,17 @@ class WorkerRunner:
                     ctx.stopping.set()
                     if self._shutdown.deadline is not None:
                         limit = min(limit, self._shutdown.deadline - _now())
-                events = [finished, term.ended]
-                if not self._shutdown.requested.is_set():
-                    events.append(self._shutdown.requested)
-                await wait_any(events, within=max(0.0, limit))
+                # Wakes when the run finishes, the term ends, or a shutdown begins (each sets
+                # the event once; it is cleared before every wait, so no wait spins).
+                wake.clear()
+                if task.done() or not term.active:
+                    pass
+                elif limit > 0:
+                    try:
+                        async with asyncio.timeout(limit):
+                            await wake.wait()
+                    except TimeoutError:
+                        pass
                 if task.done():
                     break
                 if not self._keeper.check(term):
@@ -264,14 +359,25 @@ class WorkerRunner:
             task.cancel()
             raise
         if task.cancelled() or cancelled_by_us:
-            return "cancelled"
+            return Outcome.CANCELLED
         exc = task.exception()
         if exc is not None:  # only BaseExceptions other than Exception get here
             raise exc
+        if finished_at and finished_at[0] > term.deadline:
+            # The run ended after the lease's deadline and nothing could cancel it in time: it
+            # kept the event loop busy (blocking code), so renewals and this supervisor could
+            # not run. Another replica may have taken over meanwhile.
+            self._keeper.check(term)
+            ctx.logger.warning(
+                "the tick ran %.1fs past the lease's deadline without yielding to the event "
+                "loop (blocking code in do_work?); another replica may have run meanwhile",
+                finished_at[0] - term.deadline,
+            )
+            return Outcome.LEASE_LOST
         return task.result()
 
     async def _record(
-        self, term: Term, plan: Plan, started_at: float, ended_at: float, outcome: str
+        self, term: Term, plan: Plan, started_at: float, ended_at: float, outcome: Outcome
     ) -> None:
         record = RunRecord(
             slot=plan.slot,
@@ -281,14 +387,14 @@ class WorkerRunner:
             replica_id=self._replica_id,
             fencing_token=term.token,
         )
-        try:
-            async with asyncio.timeout(self._keeper.timing.op_timeout_seconds):
-                await self._backend.record_run(self._keeper.owner, record)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._keeper.note_backend_error("record", exc)
+        # Retried for up to one renew interval; a record that cannot be stored only means the
+        # next holder counts the schedule from the run's start (its claim is recorded).
+        await self._keeper.record(term, record, give_up_at=_now() + self._keeper.timing.renew)
 
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")

@@ -1,16 +1,22 @@
-"""``/metrics``, ``/healthz`` and ``/readyz`` on one small asyncio HTTP server."""
+"""``/metrics``, ``/healthz`` and ``/readyz`` on one small asyncio HTTP server of its own
+thread, and the event-loop lag monitor behind ``/healthz``."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import logging
+import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
+
+from worker_runtime.metrics import LOOP_STALL_SECONDS, Metrics
 
 __all__ = ["HealthServer", "LoopLagMonitor", "render_metrics"]
 
@@ -40,58 +46,149 @@ def render_metrics(
 
 
 class LoopLagMonitor:
-    """Measures how late the event loop wakes a periodic sleep (a stalled loop is unhealthy)."""
+    """Measures how late the event loop wakes a periodic sleep (a stalled loop is unhealthy).
 
-    def __init__(self, *, interval_seconds: float = 0.5, max_lag_seconds: float = 5.0) -> None:
+    A stall (a wake-up later than ``stall_seconds``: blocking code in a tick, a long GC
+    pause) is counted in ``tickwork_event_loop_stalls_total`` and logged when the loop runs
+    again; while it lasts, a watchdog thread logs it once it passes ``max_lag_seconds`` (the
+    loop itself cannot), so a blocked process never goes quiet unnoticed.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval_seconds: float = 0.5,
+        max_lag_seconds: float = 5.0,
+        stall_seconds: float = LOOP_STALL_SECONDS,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.interval = interval_seconds
         self.max_lag = max_lag_seconds
+        self.stall = stall_seconds
         self.lag = 0.0
+        self._metrics = metrics
         self._last_beat: float | None = None
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            self._last_beat = before
-            await asyncio.sleep(self.interval)
-            self.lag = max(0.0, loop.time() - before - self.interval)
-            self._last_beat = loop.time()
+        stop = threading.Event()
+        watchdog = threading.Thread(
+            target=self._watch, args=(stop,), name="tickwork-loop-watchdog", daemon=True
+        )
+        watchdog.start()
+        try:
+            while True:
+                before = time.monotonic()
+                self._last_beat = before
+                await asyncio.sleep(self.interval)
+                now = time.monotonic()
+                self.lag = max(0.0, now - before - self.interval)
+                self._last_beat = now
+                if self._metrics is not None:
+                    self._metrics.loop_lag.set(self.lag)
+                if self.lag >= self.stall:
+                    if self._metrics is not None:
+                        self._metrics.loop_stalls.inc()
+                    log.warning(
+                        "the event loop was blocked for %.1fs: lease renewals, supervision and "
+                        "/healthz waited (blocking code in do_work? use asyncio.to_thread)",
+                        self.lag,
+                    )
+        finally:
+            stop.set()
+
+    def _watch(self, stop: threading.Event) -> None:
+        reported: float | None = None
+        while not stop.wait(self.interval):
+            beat = self._last_beat
+            if beat is None or beat == reported:
+                continue
+            overdue = time.monotonic() - beat - self.interval
+            if overdue > self.max_lag:
+                reported = beat
+                log.warning(
+                    "the event loop has been blocked for %.1fs and counting; /healthz fails "
+                    "until it runs again",
+                    overdue,
+                )
 
     def healthy(self) -> tuple[bool, str]:
-        loop = asyncio.get_running_loop()
         if self._last_beat is None:
             return True, "ok (starting)"
         # If the beat itself is overdue the loop is stalled right now (this handler then runs
         # late too, but the measurement says by how much).
-        overdue = max(self.lag, loop.time() - self._last_beat - self.interval)
+        overdue = max(self.lag, time.monotonic() - self._last_beat - self.interval)
         if overdue > self.max_lag:
             return False, f"event loop lag {overdue:.3f}s exceeds {self.max_lag:g}s"
         return True, f"ok (loop lag {overdue:.3f}s)"
 
 
 class HealthServer:
-    """Serves GET ``/metrics``, ``/healthz`` and ``/readyz``; anything else is 404."""
+    """Serves GET ``/metrics``, ``/healthz`` and ``/readyz``; anything else is 404.
 
-    def __init__(self, *, registry: CollectorRegistry, live: Check, ready: Check) -> None:
+    The server runs on its own thread and event loop, so it answers while the main loop is
+    blocked: ``/metrics`` as usual, ``/healthz`` and ``/readyz`` with 503 once their check
+    (run on the main loop) has not answered within ``check_timeout_seconds``.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry,
+        live: Check,
+        ready: Check,
+        check_timeout_seconds: float = 2.0,
+    ) -> None:
         self._registry = registry
         self._live = live
         self._ready = ready
+        self._check_timeout = check_timeout_seconds
+        self._socket: socket.socket | None = None
+        self._main: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
+        assert self._socket is not None
+        port: int = self._socket.getsockname()[1]
         return port
 
     async def start(self, host: str, port: int) -> None:
         """Bind now, so a port in use is reported before any worker starts."""
-        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        self._main = asyncio.get_running_loop()
+        self._socket = socket.create_server((host, port), reuse_port=False)
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve, args=(started,), name="tickwork-health", daemon=True
+        )
+        self._thread.start()
+        await asyncio.to_thread(started.wait)
+
+    def _serve(self, started: threading.Event) -> None:
+        loop = self._loop
+        assert loop is not None
+        assert self._socket is not None
+        asyncio.set_event_loop(loop)
+        try:
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._handle, sock=self._socket)
+            )
+            started.set()
+            loop.run_forever()
+            self._server.close()
+            loop.run_until_complete(self._server.wait_closed())
+        finally:
+            started.set()
+            loop.close()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        if self._loop is None or self._thread is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        await asyncio.to_thread(self._thread.join)
+        self._loop = self._thread = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -142,10 +239,27 @@ class HealthServer:
             )
             return "200 OK", metric_headers, body
         if target in ("/healthz", "/livez"):
-            ok, text = await self._live()
+            ok, text = await self._ask(self._live)
         elif target == "/readyz":
-            ok, text = await self._ready()
+            ok, text = await self._ask(self._ready)
         else:
             return "404 Not Found", plain, b"not found\n"
         status = "200 OK" if ok else "503 Service Unavailable"
         return status, plain, (text + "\n").encode()
+
+    async def _ask(self, check: Check) -> tuple[bool, str]:
+        """Run ``check`` on the main loop; a loop that does not answer in time is unhealthy."""
+        assert self._main is not None
+        future = asyncio.run_coroutine_threadsafe(_call(check), self._main)
+        try:
+            async with asyncio.timeout(self._check_timeout):
+                return await asyncio.wrap_future(future)
+        except TimeoutError:
+            future.cancel()
+            return False, (
+                f"the event loop did not answer within {self._check_timeout:g}s (it is blocked)"
+            )
+
+
+async def _call(check: Check) -> tuple[bool, str]:
+    return await check()

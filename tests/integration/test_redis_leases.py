@@ -13,6 +13,7 @@ from tests.support.processes import RedisServer
 from worker_runtime.keys import WorkerKeys
 from worker_runtime.leases import LeaseBackend, RunRecord, SlotClaim
 from worker_runtime.leasing import LeaseTiming
+from worker_runtime.outcomes import ClaimResult
 from worker_runtime.redis_leases import RedisLeases
 
 pytestmark = pytest.mark.integration
@@ -26,15 +27,6 @@ async def leases(redis_server: RedisServer) -> AsyncIterator[RedisLeases]:
         yield provider
     finally:
         await provider.aclose()
-
-
-@pytest.fixture
-async def raw(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_only_one_of_two_competing_owners_acquires(leases: RedisLeases) -> None:
@@ -114,8 +106,15 @@ async def test_a_slot_is_claimed_only_by_the_holder_and_only_once(leases: RedisL
 
     assert await lease.claim_slot("b", claim(110.0)) is False
     assert await lease.claim_slot("a", claim(110.0)) is True
-    assert await lease.claim_slot("a", claim(110.0)) is False
-    assert await lease.claim_slot("a", claim(105.0)) is False
+    assert (
+        await lease.claim(
+            "a",
+            SlotClaim(slot=110.0, anchor=100.0, token=token + 1, replica_id="r-a", started_at=1),
+        )
+        is ClaimResult.ALREADY_CLAIMED
+    )
+    assert await lease.claim("a", claim(105.0)) is ClaimResult.ALREADY_CLAIMED
+    assert await lease.claim("b", claim(120.0)) is ClaimResult.NOT_HOLDER
     state = await lease.load_state()
     assert (state.anchor, state.last_slot, state.last_end) == (100.0, 110.0, None)
 

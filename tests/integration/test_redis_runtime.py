@@ -14,6 +14,7 @@ from tests.support.processes import (
     TICKWORK,
     RedisServer,
     free_port,
+    metric,
     read_events,
     start_tickwork,
     stop,
@@ -217,14 +218,6 @@ def test_tickwork_status_prints_the_record_of_each_worker(
     assert missing.returncode == 1 and "no status recorded for worker 'Nope'" in missing.stderr
 
 
-def _metric(port: int, line_prefix: str) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    for line in body.splitlines():
-        if line.startswith(line_prefix):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{line_prefix} not exported")
-
-
 def test_the_follower_counts_slots_it_did_not_run_and_the_holder_reports_its_lease(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -244,25 +237,47 @@ def test_the_follower_counts_slots_it_did_not_run_and_the_holder_reports_its_lea
         holder = 0 if _starts(log)[-1]["replica"] == "r0" else 1
         follower = 1 - holder
         held = 'tickwork_lease_held{worker="Ticker"}'
-        assert _metric(ports[holder], held) == 1
-        assert _metric(ports[follower], held) == 0
-        token = _metric(ports[holder], 'tickwork_lease_fencing_token{worker="Ticker"}')
+        assert metric(ports[holder], held) == 1
+        assert metric(ports[follower], held) == 0
+        token = metric(ports[holder], 'tickwork_lease_fencing_token{worker="Ticker"}')
         assert token == _starts(log)[-1]["token"]
         not_leader = 'tickwork_ticks_skipped_total{reason="not_leader",worker="Ticker"}'
-        assert _metric(ports[follower], not_leader) >= 3
+        assert metric(ports[follower], not_leader) >= 3
         assert (
-            _metric(ports[holder], 'tickwork_lease_operation_duration_seconds_count{op="renew"}')
+            metric(ports[holder], 'tickwork_lease_operation_duration_seconds_count{op="renew"}')
             >= 1
         )
         assert (
-            _metric(
-                ports[follower], 'tickwork_lease_operation_duration_seconds_count{op="acquire"}'
-            )
+            metric(ports[follower], 'tickwork_lease_operation_duration_seconds_count{op="acquire"}')
             >= 3
         )
     finally:
         for proc in procs:
             stop(proc)
+
+
+def _ticks_then_status(url: str, tmp_path: Path) -> str:
+    """Run the ticker on ``url`` until two ticks, stop it, and return its log; then check
+    that ``tickwork status`` reads its record from the same URL."""
+    log = tmp_path / "events.jsonl"
+    stderr = tmp_path / "stderr.log"
+    proc = start_tickwork(
+        ["run", W, "--period", "200ms", "--redis-url", url, "--metrics-port", "0"],
+        env={"TICKWORK_TEST_LOG": str(log)},
+        log_path=stderr,
+    )
+    try:
+        wait_until(
+            lambda: len(_starts(log)) >= 2, timeout=15, what="two ticks", details=stderr.read_text
+        )
+    finally:
+        assert stop(proc) == 0
+    out = subprocess.run(
+        [TICKWORK, "status", "Ticker", "--redis-url", url], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1].split()[:2] == ["Ticker", "success"]
+    return stderr.read_text()
 
 
 def test_rediss_tls_with_a_password_works_and_the_password_stays_out_of_the_logs(
@@ -271,27 +286,9 @@ def test_rediss_tls_with_a_password_works_and_the_password_stays_out_of_the_logs
     secret = "tls-s3cret"
     server = RedisServer(tmp_path / "redis", password=secret, tls=True)
     server.start()
-    log = tmp_path / "events.jsonl"
-    stderr = tmp_path / "stderr.log"
     try:
         assert server.url.startswith("rediss://")
-        proc = start_tickwork(
-            ["run", W, "--period", "200ms", "--redis-url", server.url, "--metrics-port", "0"],
-            env={"TICKWORK_TEST_LOG": str(log)},
-            log_path=stderr,
-        )
-        try:
-            wait_until(lambda: len(_starts(log)) >= 2, timeout=15, what="ticks over TLS")
-        finally:
-            assert stop(proc) == 0
-        out = subprocess.run(
-            [TICKWORK, "status", "Ticker", "--redis-url", server.url],
-            capture_output=True,
-            text=True,
-        )
-        assert out.returncode == 0, out.stderr
-        assert "Ticker" in out.stdout
-        text = stderr.read_text()
+        text = _ticks_then_status(server.url, tmp_path)
         assert "rediss://:***@127.0.0.1" in text and secret not in text
     finally:
         server.stop()
@@ -309,3 +306,12 @@ def test_a_services_function_registers_what_the_ticks_use(tmp_path: Path) -> Non
     finally:
         assert stop(proc) == 0
     assert {e.get("greeting") for e in _starts(log)} == {"hello from --services"}
+
+
+def test_a_unix_socket_url_runs_ticks_and_tickwork_status_reads_them(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", unix_socket=True)
+    server.start()
+    try:
+        assert "Traceback" not in _ticks_then_status(server.unix_url, tmp_path)
+    finally:
+        server.stop()

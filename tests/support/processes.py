@@ -11,6 +11,8 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,11 +51,42 @@ def wait_until(
         time.sleep(interval)
 
 
+def http_get(port: int, path: str, *, timeout: float = 10) -> tuple[int, str]:
+    """GET ``http://127.0.0.1:PORT/PATH``: the status code and the body (also for 4xx/5xx)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metric(port: int, line_prefix: str) -> float:
+    """The value of the first ``/metrics`` line that starts with ``line_prefix``."""
+    for line in http_get(port, "/metrics")[1].splitlines():
+        if line.startswith(line_prefix):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{line_prefix} not exported")
+
+
 def read_events(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     lines = path.read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def faketime(offset: str) -> dict[str, str]:
+    """Environment for a process whose wall clock is ``offset`` off (``+1h``, ``-30m``) and
+    whose monotonic clock is untouched — a host whose clock is wrong (Debian's libfaketime,
+    preloaded directly so that signals reach the process; ``make faketime`` installs it)."""
+    libraries = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    if not libraries:
+        raise RuntimeError("libfaketime is not installed; run `make faketime`")
+    return {
+        "LD_PRELOAD": str(libraries[0]),
+        "FAKETIME": offset,
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
 
 
 def start_tickwork(
@@ -66,7 +99,11 @@ def start_tickwork(
     stderr = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         return subprocess.Popen(
-            [TICKWORK, *args], cwd=REPO, env=full_env, stdout=stderr, stderr=stderr
+            [TICKWORK, *args],
+            cwd=REPO,
+            env=full_env,
+            stdout=stderr,
+            stderr=stderr,
         )
     finally:
         if log_path:
@@ -89,6 +126,7 @@ class RedisServer:
         *,
         password: str | None = None,
         tls: bool = False,
+        unix_socket: bool = False,
         appendfsync: str = "always",
     ) -> None:
         binary = shutil.which("redis-server")
@@ -99,8 +137,18 @@ class RedisServer:
         self.port = port or free_port()
         self.password = password
         self.tls = tls
+        self.unix_socket = unix_socket
         self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.directory / "redis.sock"
+
+    @property
+    def unix_url(self) -> str:
+        """The ``unix://`` URL of the server's socket (``unix_socket=True``)."""
+        return f"unix://{self.socket_path}?db=0"
 
     @property
     def url(self) -> str:
@@ -181,6 +229,8 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        if self.unix_socket:
+            args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         if self.tls:
             args = [a for a in args if a != str(self.port) and a != "--port"]
             args += self._make_certificates()

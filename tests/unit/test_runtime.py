@@ -231,7 +231,7 @@ def test_a_worker_added_while_the_manager_runs_starts_ticking() -> None:
             second = recording_worker(late, period=1.0, mode="rate", run_on_start=True)
             second.name = "Late"
             await manager.add(second)
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(2.25)  # stop between slots, not on one (a tie either way)
             manager.stop()
 
     run_virtual(main)
@@ -357,3 +357,33 @@ def test_adding_two_workers_with_one_name_is_refused() -> None:
             await manager.add(recording_worker(Journal(), period=1.0))
 
     run_virtual(main)
+
+
+class SwallowingWorker(PeriodicWorker):
+    """Catches the cancellation of its timeout and returns as if it had finished."""
+
+    period = 10.0
+    run_on_start = True
+    timeout = 0.5
+
+    async def do_work(self, ctx: TickContext) -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            return
+
+
+def test_a_tick_that_swallows_the_cancellation_of_its_timeout_counts_as_a_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main(loop: VirtualTimeLoop) -> WorkerManager:
+        manager = make_manager(loop)
+        await manager.add(SwallowingWorker())
+        await run_for(manager, 1.0)
+        return manager
+
+    manager = run_virtual(main)
+    w = {"worker": "SwallowingWorker"}
+    assert sample(manager, "tickwork_ticks_total", outcome="timeout", **w) == 1
+    assert sample(manager, "tickwork_ticks_total", outcome="success", **w) == 0
+    assert any("swallowed its cancellation" in r.getMessage() for r in caplog.records)

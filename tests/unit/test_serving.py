@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+import urllib.error
+import urllib.request
 
 from prometheus_client import CollectorRegistry
 
@@ -62,3 +65,37 @@ async def test_a_stalled_event_loop_makes_healthz_fail() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_healthz_answers_503_while_the_event_loop_is_blocked() -> None:
+    monitor = LoopLagMonitor(interval_seconds=0.05, max_lag_seconds=5.0)
+
+    async def live() -> tuple[bool, str]:
+        return monitor.healthy()
+
+    server = HealthServer(registry=CollectorRegistry(), live=live, ready=live)
+    await server.start("127.0.0.1", 0)
+    answers: list[tuple[int, float]] = []
+
+    def probe() -> None:
+        started = time.monotonic()
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+            code = 200
+        except urllib.error.HTTPError as exc:
+            code = exc.code
+        answers.append((code, time.monotonic() - started))
+
+    try:
+        assert await _get(server.port, "/healthz") == (200, "ok (starting)\n")
+        thread = threading.Thread(target=probe)
+        thread.start()
+        time.sleep(3.5)  # noqa: ASYNC251 - block the loop, as blocking code in do_work would
+        thread.join()
+        assert len(answers) == 1
+        code, took = answers[0]
+        assert code == 503
+        assert took < 3.0, f"/healthz took {took:.2f}s while the loop was blocked"
+        assert (await _get(server.port, "/healthz"))[0] == 200
+    finally:
+        await server.close()

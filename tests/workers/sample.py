@@ -77,3 +77,15 @@ class Greeter(PeriodicWorker):
     async def do_work(self, ctx: TickContext) -> None:
         greeting = await ctx.services.aget(Greeting)
         _log("start", ctx, greeting=str(greeting))
+
+
+class Blocker(PeriodicWorker):
+    """Blocks the event loop (``time.sleep``) for TICKWORK_TEST_BLOCK seconds in each tick."""
+
+    period = 5.0
+    run_on_start = True
+
+    async def do_work(self, ctx: TickContext) -> None:
+        _log("start", ctx)
+        time.sleep(float(os.environ.get("TICKWORK_TEST_BLOCK", "0")))  # noqa: ASYNC251
+        _log("end", ctx, outcome="returned")
