@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -148,7 +149,7 @@ async def _serve(settings: RuntimeSettings) -> int:
         except OSError as exc:
             raise StartupError(
                 f"cannot listen on {settings.metrics_host}:{settings.metrics_port} for "
-                f"metrics: {exc.strerror or exc}"
+                f"metrics: {os.strerror(exc.errno).lower() if exc.errno else exc}"
             ) from None
     try:
         workers = build_workers(settings)

@@ -107,7 +107,7 @@ _KOPF_OBJECT_LOG = textwrap.dedent(
     from worker_operator.cli import parse_args
     from worker_operator.handlers import configure_logging
 
-    settings, _ = parse_args(["--log-format", "json"], {})
+    settings, _ = parse_args(["--log-format", "json", "--no-leader-election"], {})
     configure_logging(settings)
     body = kopf.Body({
         "apiVersion": "tickwork.dev/v1alpha1", "kind": "BackgroundWorker",
