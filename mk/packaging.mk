@@ -5,9 +5,10 @@
 # `uv pip install --resolution lowest-direct` (every direct dependency at its declared
 # minimum, the `test` group's too) into a fresh venv; and runs the unit tests and the Redis
 # integration tests on it (compiled to bytecode, as pip installs: the processes the tests
-# start would otherwise compile every module on each start), from the unpacked sdist with the source packages removed (so
-# every import is the installed wheel's; the tests that run `make` there find that venv through
-# VENV, its .installed stamp written once the wheel is in). `make test` runs it.
+# start would otherwise compile every module on each start), from the unpacked sdist with
+# the source packages removed (so every import is the installed wheel's; the tests that run
+# `make` there find that venv through VENV, its .installed stamp written once the wheel is
+# in). `make test` runs it.
 # `make lock` writes images/locks/*.txt (exact versions with hashes, what the images
 # install); tests/unit/test_packaging.py fails when they no longer match pyproject.
 
@@ -24,10 +25,10 @@ dist: $(UV) ## build the sdist and wheel into dist/
 
 test-lowest: $(UV) helm prometheus redis-server ## the unit and Redis tests on the built wheel at the lowest declared versions
 	@set -e; tmp="$$(mktemp -d)"; trap 'rm -rf "$${tmp}"' EXIT; \
-	echo "== build backend at its lowest: $$($(PYTHON) images/requirements.py build | tr '\n' ' ')"; \
 	$(UV) venv --quiet --python $(PYTHON) "$${tmp}/build"; \
 	$(PYTHON) images/requirements.py build >"$${tmp}/build-requirements.txt"; \
 	$(UV) pip install --quiet --python "$${tmp}/build" --resolution lowest-direct -r "$${tmp}/build-requirements.txt"; \
+	echo "== build backend at its lowest: $$($(UV) pip freeze --quiet --python "$${tmp}/build" | tr '\n' ' ')"; \
 	$(UV) build --quiet --no-build-isolation --python "$${tmp}/build" --out-dir "$${tmp}/dist" .; \
 	mkdir "$${tmp}/src"; tar -xzf "$${tmp}"/dist/*.tar.gz -C "$${tmp}/src" --strip-components=1; \
 	rm -rf "$${tmp}/src/worker_runtime" "$${tmp}/src/operator"; \
@@ -36,7 +37,7 @@ test-lowest: $(UV) helm prometheus redis-server ## the unit and Redis tests on t
 	  -r "$${tmp}/src/pyproject.toml" --extra operator --group "$${tmp}/src/pyproject.toml:test" \
 	  "$$(ls "$${tmp}"/dist/*.whl)[operator]"; \
 	echo "== installed (lowest direct versions):"; \
-	$(UV) pip freeze --python "$${tmp}/venv" | tr '\n' ' '; echo; \
+	$(UV) pip freeze --quiet --python "$${tmp}/venv" | tr '\n' ' '; echo; \
 	cd "$${tmp}/src"; \
 	"$${tmp}/venv/bin/python" -c 'import sys, worker_runtime, worker_operator; \
 	  paths = [worker_runtime.__file__, worker_operator.__file__]; \
