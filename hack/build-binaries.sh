@@ -129,6 +129,8 @@ build_go_component() {
   tw_say "preparing wrapper module for ${module}@${version} (replaces pinned to ${pin}) ..."
   run_step "download ${module}@${version} and write wrapper module ${wrapper}" \
     write_wrapper_module "${wrapper}" "${module}" "${version}" "${pin}"
+  # A main package of the project's own, when WRAPPER_MAIN names one (copied as main.go).
+  if [[ -n "${WRAPPER_MAIN:-}" ]]; then cp "${WRAPPER_MAIN}" "${wrapper}/main.go"; fi
   tw_say "prepared wrapper module in $(tw_elapsed $((SECONDS - start)))"
   for spec in "${missing[@]}"; do
     pkg="${spec%%=*}"
@@ -215,11 +217,12 @@ build_go_component kubernetes k8s.io/kubernetes "${KUBERNETES_VERSION}" "${KUBER
   k8s.io/kubernetes/cmd/kubelet \
   k8s.io/kubernetes/cmd/kube-proxy
 
-# -- the real node's DNS: CoreDNS (its generated plugin list is part of the module) -------
-build_go_component coredns github.com/coredns/coredns "${COREDNS_VERSION}" "${COREDNS_VERSION}" \
+# -- the real node's DNS: CoreDNS with the plugins its Corefile uses (hack/node/coredns-main.go)
+WRAPPER_MAIN="${HACK_DIR}/node/coredns-main.go" \
+  build_go_component coredns github.com/coredns/coredns "${COREDNS_VERSION}" "${COREDNS_VERSION}" \
   "$(dirname "${TW_COREDNS}")" \
   "-s -w -X github.com/coredns/coredns/coremain.GitCommit=${COREDNS_VERSION}" \
-  github.com/coredns/coredns=coredns
+  "tickwork.local/build/coredns-${COREDNS_VERSION}=coredns"
 
 # -- Prometheus with Kubernetes service discovery, and no other discovery (build tags) ----
 # Module v0.3MM.P is Prometheus 3.MM.P.

@@ -137,7 +137,8 @@ W = "tests.workers.sample:Ticker"
 def test_a_bad_command_line_prints_one_line_naming_the_value_and_exits_2(
     argv: list[str], env: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(argv, env)
+    # No metrics server unless the case asks for one: port 9100 may be taken on this host.
+    code = main(argv, {"TICKWORK_METRICS_PORT": "0", **env})
     err = capsys.readouterr().err
     assert code == 2
     assert message in err
