@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.integration.prometheus_support import PrometheusServer  # noqa: E402
-from tests.support import real_node  # noqa: E402
+from tests.support import processes, real_node  # noqa: E402
 from tests.support.real_node import Tick, holders, parse_ticks, running_pods  # noqa: E402
 
 STATE = REPO / ".demo"
@@ -103,14 +103,7 @@ def kubectl(*args: str, check: bool = True, **_: Any) -> subprocess.CompletedPro
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.25)
+    return processes.wait_until(predicate, timeout=timeout, interval=0.25, what=what)
 
 
 def indent(text: str) -> str:
@@ -401,6 +394,11 @@ def main(argv: list[str]) -> int:
         Show(prometheus, deadline).loop()
     except (Stop, KeyboardInterrupt):
         pass
+    except (RuntimeError, AssertionError, subprocess.CalledProcessError, OSError) as exc:
+        failed = str(exc).strip().splitlines() or [type(exc).__name__]
+        say(f"FAILED: {failed[0]}")
+        print("\n".join(failed[1:]), file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         down()

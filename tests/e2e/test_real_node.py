@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.e2e.test_chart import apply, get
 from tests.integration.prometheus_support import PrometheusServer
 from tests.support import processes, real_node
 from tests.support.real_node import (
@@ -74,24 +75,6 @@ class Product:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def apply(kubectl: Tool, *objects: dict[str, Any]) -> None:
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}),
-    )
-
-
-def get(kubectl: Tool, kind: str, name: str, namespace: str) -> Any:
-    result = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    if result.returncode != 0:
-        if "NotFound" in result.stderr:
-            return None
-        raise AssertionError(result.stderr)
-    return json.loads(result.stdout)
 
 
 def background_worker(name: str, namespace: str, secret: str, **spec: Any) -> dict[str, Any]:
