@@ -172,6 +172,7 @@ class LeaseKeeper:
         self._maybe_holding = False
         self._healthy = True
         self._failures = 0
+        self._retry_in = 0.0
 
     @property
     def term(self) -> Term | None:
@@ -306,7 +307,10 @@ class LeaseKeeper:
         self, term: Term, claim: SlotClaim, *, give_up_at: float, abort: asyncio.Event
     ) -> ClaimResult:
         """Claim one slot for ``term``; retried with backoff (a re-sent claim is safe) until
-        ``give_up_at`` (loop time), the term's end or ``abort``."""
+        ``give_up_at`` (loop time), the term's end or ``abort``. A first attempt that timed out
+        is sent once more at once, even late: it may have been recorded (it then counts as
+        ours), and a slow reply is no reason to skip a slot."""
+        resend = True
         while True:
             if not self.check(term):
                 return ClaimResult.NOT_HOLDER
@@ -316,19 +320,31 @@ class LeaseKeeper:
                 )
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                now = asyncio.get_running_loop().time()
-                if now >= give_up_at or abort.is_set():
-                    self._failed("claim", exc, retry=False)
+            except TimeoutError as exc:
+                if resend and not abort.is_set():
+                    resend = False
+                    self._failed("claim", exc, retry=True)
+                    continue
+                if self._give_up(give_up_at, abort, exc):
                     return ClaimResult.UNCONFIRMED
-                delay = self._failed("claim", exc, retry=True)
-                await self._pause(term, abort, min(delay, give_up_at - now))
-                continue
-            self._succeeded()
-            if result is ClaimResult.NOT_HOLDER:
-                self._maybe_holding = False
-                self._end_term(term, LeaseLoss.STOLEN)
-            return result
+            except Exception as exc:
+                resend = False
+                if self._give_up(give_up_at, abort, exc):
+                    return ClaimResult.UNCONFIRMED
+            else:
+                self._succeeded()
+                if result is ClaimResult.NOT_HOLDER:
+                    self._maybe_holding = False
+                    self._end_term(term, LeaseLoss.STOLEN)
+                return result
+            now = asyncio.get_running_loop().time()
+            await self._pause(term, abort, min(self._retry_in, give_up_at - now))
+
+    def _give_up(self, give_up_at: float, abort: asyncio.Event, exc: Exception) -> bool:
+        """Count a failed claim; True when it is not to be retried."""
+        stop = asyncio.get_running_loop().time() >= give_up_at or abort.is_set()
+        self._failed("claim", exc, retry=not stop)
+        return stop
 
     async def record(self, term: Term, record: RunRecord, *, give_up_at: float) -> bool:
         """Store the run's record; retried with backoff until ``give_up_at`` or the term ends.
@@ -384,7 +400,7 @@ class LeaseKeeper:
         """Count a failure in a row; the backoff before the next attempt."""
         self._healthy = False
         self._failures += 1
-        delay = self._backoff(self._failures)
+        delay = self._retry_in = self._backoff(self._failures)
         self._errors.warn(op, self.backend.worker, exc, delay if retry else None)
         return delay
 

@@ -201,7 +201,7 @@ class WorkerRunner:
                 state = ScheduleState(
                     anchor=plan.anchor, last_slot=plan.slot, last_end=state.last_end
                 )
-                resumed = False
+                resumed = True  # slots that passed meanwhile follow the misfire policy
                 continue
             state = ScheduleState(anchor=plan.anchor, last_slot=plan.slot, last_end=state.last_end)
             ended_at = await self._run_tick(term, plan, jitter, started_at, tg)
