@@ -105,8 +105,8 @@ class Term:
 
 
 class ErrorLog:
-    """Logs backend failures without a storm: one line per operation per interval, with the
-    number of failures (of every keeper sharing it: a manager's workers) left out since."""
+    """Warnings without a storm: one line per kind per interval, with the number of the same
+    kind (of every worker sharing it: a manager's workers) left out since the last line."""
 
     def __init__(self, interval_seconds: float = _ERROR_LOG_INTERVAL_SECONDS) -> None:
         self._interval = interval_seconds
@@ -114,21 +114,30 @@ class ErrorLog:
         self._suppressed: dict[str, int] = {}
 
     def warn(self, op: str, worker: str, exc: BaseException, retry_in: float | None) -> None:
-        now = time.monotonic()
-        last = self._last.get(op)
-        if last is not None and now - last < self._interval:
-            self._suppressed[op] = self._suppressed.get(op, 0) + 1
-            return
-        self._last[op] = now
-        more = self._suppressed.pop(op, 0)
-        log.warning(
-            "lease %s for worker %r failed: %s%s%s",
+        """A failed backend call."""
+        retry = "" if retry_in is None else f"; retrying in {retry_in:.2f}s"
+        self.note(
+            f"{op} failures",
+            "lease %s for worker %r failed: %s%s",
             op,
             worker,
             _describe(exc),
-            "" if retry_in is None else f"; retrying in {retry_in:.2f}s",
-            f" ({more} more {op} failures in the last {now - last:.0f}s)" if more and last else "",
+            retry,
+            logger=log,
         )
+
+    def note(self, kind: str, message: str, *args: object, logger: logging.Logger = log) -> None:
+        """Log ``message % args`` unless a ``kind`` line was logged within the interval."""
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        more = self._suppressed.pop(kind, 0)
+        if more and last is not None:
+            message += f" ({more} more {kind} in the last {now - last:.0f}s)"
+        logger.warning(message, *args)
 
 
 class LeaseKeeper:
@@ -153,6 +162,8 @@ class LeaseKeeper:
     ) -> None:
         self.backend = backend
         self._errors = error_log if error_log is not None else ErrorLog()
+        #: Rate-limited warnings shared by the manager's workers.
+        self.warnings = self._errors
         self.timing = timing
         self.replica_id = replica_id
         #: Unique per keeper: a restarted replica with the same id is a different owner.
