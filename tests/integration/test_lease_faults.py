@@ -136,6 +136,7 @@ async def test_a_redis_that_refuses_writes_is_retried_with_backoff_and_each_slot
             )
         finally:
             manager.stop()
+    print(f"{refusal}: {failed_claims:.0f} failed claims and {misfires:.0f} misfires in 2 s")
     assert ticks_while_refused == []
     # 2 s of a 200 ms grid is 10 slots: a few attempts each (backoff), each slot counted once.
     assert 1 <= failed_claims <= 60, f"{failed_claims:.0f} failed claims in 2 s"
