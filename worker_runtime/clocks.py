@@ -24,13 +24,17 @@ __all__ = ["CLOCK_SYNC_SECONDS", "CLOCK_TOLERANCE_SECONDS", "ServerClock"]
 
 log = logging.getLogger(__name__)
 
-#: How often the server's clock is read (when the leases make calls at all).
+#: How often the server's clock is read (when the leases make calls at all); sooner while no
+#: sharp reading (a round trip under ``_SHARP_ROUND_TRIP_SECONDS``) has been had.
 CLOCK_SYNC_SECONDS = 10.0
+_RESYNC_SECONDS = 0.5
 #: A local clock this far off the server's is worth a warning; a slot recorded (or claimed)
 #: this far ahead of the server's clock was planned on a wrong clock and is corrected.
 CLOCK_TOLERANCE_SECONDS = 1.0
-# A reading whose round trip took longer than this is used only when there is no better one.
-_GOOD_ROUND_TRIP_SECONDS = 0.05
+# A reading is as exact as half its round trip: one this quick needs no early retry.
+_SHARP_ROUND_TRIP_SECONDS = 0.005
+# The best reading is kept this long against less exact ones.
+_KEEP_SECONDS = 6 * CLOCK_SYNC_SECONDS
 
 
 class ServerClock:
@@ -63,7 +67,10 @@ class ServerClock:
     def due(self) -> bool:
         """True when a reading should be taken (marks it as being taken)."""
         mono = self._monotonic()
-        if self._last_try is not None and mono - self._last_try < CLOCK_SYNC_SECONDS:
+        every = (
+            CLOCK_SYNC_SECONDS if self._round_trip <= _SHARP_ROUND_TRIP_SECONDS else _RESYNC_SECONDS
+        )
+        if self._last_try is not None and mono - self._last_try < every:
             return False
         self._last_try = mono
         return True
@@ -73,9 +80,8 @@ class ServerClock:
         round_trip = max(0.0, received - sent)
         if (
             self._base is not None
-            and round_trip > _GOOD_ROUND_TRIP_SECONDS
-            and round_trip > self._round_trip
-            and received - self._base[1] < 6 * CLOCK_SYNC_SECONDS
+            and round_trip > self._round_trip * 1.5 + 0.001
+            and received - self._base[1] < _KEEP_SECONDS
         ):
             return  # keep the sharper recent reading
         self._base = (server_time + round_trip / 2, received)

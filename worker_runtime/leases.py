@@ -73,17 +73,24 @@ class LeaseBackend(ABC):
     async def load_state(self) -> ScheduleState:
         """The schedule state recorded by the latest holder."""
 
-    @abstractmethod
     async def claim(self, owner: str, claim: SlotClaim) -> ClaimResult:
         """Record the slot as taken and the run as started, only if ``owner`` holds the lease
         and the slot is newer than the last one claimed.
 
         Safe to re-send after a lost reply: the same slot claimed again with the same fencing
-        token (the same term of the same holder) answers ``CLAIMED``.
+        token (the same term of the same holder) answers ``CLAIMED``. A backend written
+        before this method existed implements only ``claim_slot``: its False counts as
+        ``NOT_HOLDER``.
         """
+        if type(self).claim_slot is LeaseBackend.claim_slot:
+            raise NotImplementedError(f"{type(self).__name__} implements neither claim method")
+        claimed = await self.claim_slot(owner, claim)
+        return ClaimResult.CLAIMED if claimed else ClaimResult.NOT_HOLDER
 
     async def claim_slot(self, owner: str, claim: SlotClaim) -> bool:
         """``claim``, as a yes/no: True means the caller may run the slot."""
+        if type(self).claim is LeaseBackend.claim:
+            raise NotImplementedError(f"{type(self).__name__} implements neither claim method")
         return await self.claim(owner, claim) is ClaimResult.CLAIMED
 
     @abstractmethod

@@ -97,8 +97,8 @@ class Term:
 
 
 class ErrorLog:
-    """Logs backend failures without a storm: one line per operation per interval, with the
-    number of failures (of every keeper sharing it: a manager's workers) left out since."""
+    """Warnings without a storm: one line per kind per interval, with the number of the same
+    kind (of every worker sharing it: a manager's workers) left out since the last line."""
 
     def __init__(self, interval_seconds: float = _ERROR_LOG_INTERVAL_SECONDS) -> None:
         self._interval = interval_seconds
@@ -106,21 +106,30 @@ class ErrorLog:
         self._suppressed: dict[str, int] = {}
 
     def warn(self, op: str, worker: str, exc: BaseException, retry_in: float | None) -> None:
-        now = time.monotonic()
-        last = self._last.get(op)
-        if last is not None and now - last < self._interval:
-            self._suppressed[op] = self._suppressed.get(op, 0) + 1
-            return
-        self._last[op] = now
-        more = self._suppressed.pop(op, 0)
-        log.warning(
-            "lease %s for worker %r failed: %s%s%s",
+        """A failed backend call."""
+        retry = "" if retry_in is None else f"; retrying in {retry_in:.2f}s"
+        self.note(
+            f"{op} failures",
+            "lease %s for worker %r failed: %s%s",
             op,
             worker,
             _describe(exc),
-            "" if retry_in is None else f"; retrying in {retry_in:.2f}s",
-            f" ({more} more {op} failures in the last {now - last:.0f}s)" if more and last else "",
+            retry,
+            logger=log,
         )
+
+    def note(self, kind: str, message: str, *args: object, logger: logging.Logger = log) -> None:
+        """Log ``message % args`` unless a ``kind`` line was logged within the interval."""
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        more = self._suppressed.pop(kind, 0)
+        if more and last is not None:
+            message += f" ({more} more {kind} in the last {now - last:.0f}s)"
+        logger.warning(message, *args)
 
 
 class LeaseKeeper:
@@ -145,6 +154,8 @@ class LeaseKeeper:
     ) -> None:
         self.backend = backend
         self._errors = error_log if error_log is not None else ErrorLog()
+        #: Rate-limited warnings shared by the manager's workers.
+        self.warnings = self._errors
         self.timing = timing
         self.replica_id = replica_id
         #: Unique per keeper: a restarted replica with the same id is a different owner.
@@ -164,6 +175,7 @@ class LeaseKeeper:
         self._maybe_holding = False
         self._healthy = True
         self._failures = 0
+        self._retry_in = 0.0
 
     @property
     def term(self) -> Term | None:
@@ -298,7 +310,10 @@ class LeaseKeeper:
         self, term: Term, claim: SlotClaim, *, give_up_at: float, abort: asyncio.Event
     ) -> ClaimResult:
         """Claim one slot for ``term``; retried with backoff (a re-sent claim is safe) until
-        ``give_up_at`` (loop time), the term's end or ``abort``."""
+        ``give_up_at`` (loop time), the term's end or ``abort``. A first attempt that timed out
+        is sent once more at once, even late: it may have been recorded (it then counts as
+        ours), and a slow reply is no reason to skip a slot."""
+        resend = True
         while True:
             if not self.check(term):
                 return ClaimResult.NOT_HOLDER
@@ -308,19 +323,31 @@ class LeaseKeeper:
                 )
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                now = asyncio.get_running_loop().time()
-                if now >= give_up_at or abort.is_set():
-                    self._failed("claim", exc, retry=False)
+            except TimeoutError as exc:
+                if resend and not abort.is_set():
+                    resend = False
+                    self._failed("claim", exc, retry=True)
+                    continue
+                if self._give_up(give_up_at, abort, exc):
                     return ClaimResult.UNCONFIRMED
-                delay = self._failed("claim", exc, retry=True)
-                await self._pause(term, abort, min(delay, give_up_at - now))
-                continue
-            self._succeeded()
-            if result is ClaimResult.NOT_HOLDER:
-                self._maybe_holding = False
-                self._end_term(term, LeaseLoss.STOLEN)
-            return result
+            except Exception as exc:
+                resend = False
+                if self._give_up(give_up_at, abort, exc):
+                    return ClaimResult.UNCONFIRMED
+            else:
+                self._succeeded()
+                if result is ClaimResult.NOT_HOLDER:
+                    self._maybe_holding = False
+                    self._end_term(term, LeaseLoss.STOLEN)
+                return result
+            now = asyncio.get_running_loop().time()
+            await self._pause(term, abort, min(self._retry_in, give_up_at - now))
+
+    def _give_up(self, give_up_at: float, abort: asyncio.Event, exc: Exception) -> bool:
+        """Count a failed claim; True when it is not to be retried."""
+        stop = asyncio.get_running_loop().time() >= give_up_at or abort.is_set()
+        self._failed("claim", exc, retry=not stop)
+        return stop
 
     async def record(self, term: Term, record: RunRecord, *, give_up_at: float) -> bool:
         """Store the run's record; retried with backoff until ``give_up_at`` or the term ends.
@@ -376,7 +403,7 @@ class LeaseKeeper:
         """Count a failure in a row; the backoff before the next attempt."""
         self._healthy = False
         self._failures += 1
-        delay = self._backoff(self._failures)
+        delay = self._retry_in = self._backoff(self._failures)
         self._errors.warn(op, self.backend.worker, exc, delay if retry else None)
         return delay
 

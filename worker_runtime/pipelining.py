@@ -88,11 +88,14 @@ class CommandBatcher:
         """One ``TIME`` round trip of its own (a batch's would blur the reading)."""
         try:
             async with self._pipelines:
-                sent = time.monotonic()
-                seconds, micros = await self._client.time()
+                # Twice: the first may include opening a connection (and its handshake).
+                for _ in range(2):
+                    sent = time.monotonic()
+                    seconds, micros = await self._client.time()
+                    received = time.monotonic()
+                    clock.observe(int(seconds) + int(micros) / 1e6, sent=sent, received=received)
         except Exception:  # the calls themselves report an unreachable server
             return
-        clock.observe(int(seconds) + int(micros) / 1e6, sent=sent, received=time.monotonic())
 
     async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:

@@ -136,8 +136,13 @@ class WorkerRunner:
             plan = plan_next(self.schedule, state, now=self._clock(), resumed=resumed)
             if plan.skipped and plan.skip_reason is not None:
                 self._wm.skipped[plan.skip_reason].inc(plan.skipped)
-                log.warning(
-                    "worker %r skipped %d slot(s) (%s)", name, plan.skipped, plan.skip_reason.value
+                self._keeper.warnings.note(
+                    f"{plan.skip_reason.value} skips",
+                    "worker %r skipped %d slot(s) (%s)",
+                    name,
+                    plan.skipped,
+                    plan.skip_reason.value,
+                    logger=log,
                 )
             jitter = (
                 random.uniform(0, self.schedule.jitter_seconds)
@@ -167,10 +172,12 @@ class WorkerRunner:
             if result is ClaimResult.NOT_HOLDER:
                 return
             if result is ClaimResult.ALREADY_CLAIMED:
-                log.warning(
+                self._keeper.warnings.note(
+                    "slots already claimed",
                     "worker %r: slot %s was already claimed; not running it",
                     name,
                     _iso(plan.slot),
+                    logger=log,
                 )
                 state = await self._keeper.load_state(term, abort=stopping)
                 if state is None:
@@ -193,15 +200,17 @@ class WorkerRunner:
                     return
                 # The slot may or may not be recorded; not running it keeps "at most once".
                 self._wm.skipped[SkipReason.MISFIRE].inc()
-                log.warning(
+                self._keeper.warnings.note(
+                    "unconfirmed claims",
                     "worker %r: slot %s could not be claimed in time; not running it",
                     name,
                     _iso(plan.slot),
+                    logger=log,
                 )
                 state = ScheduleState(
                     anchor=plan.anchor, last_slot=plan.slot, last_end=state.last_end
                 )
-                resumed = False
+                resumed = True  # slots that passed meanwhile follow the misfire policy
                 continue
             state = ScheduleState(anchor=plan.anchor, last_slot=plan.slot, last_end=state.last_end)
             ended_at = await self._run_tick(term, plan, jitter, started_at, tg)

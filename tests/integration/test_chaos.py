@@ -67,6 +67,14 @@ def test_chaos_no_overlap_no_slot_twice_and_misses_only_inside_failover_windows(
                 log_path=tmp_path / f"{replica}.log",
             ),
         )  # fmt: skip
+        # A signal that arrives while the interpreter is still importing (2-3 s on a busy
+        # machine) meets Python's default handler, not tickwork's: wait until the replica
+        # runs (its signal handlers are installed before it logs "running").
+        wait_until(
+            lambda: " running " in (tmp_path / f"{replica}.log").read_text(),
+            timeout=30,
+            what=f"{replica} to start",
+        )
 
     def starts() -> int:
         return sum(1 for e in read_events(log) if e["event"] == "start")

@@ -136,6 +136,7 @@ async def test_a_redis_that_refuses_writes_is_retried_with_backoff_and_each_slot
             )
         finally:
             manager.stop()
+    print(f"{refusal}: {failed_claims:.0f} failed claims and {misfires:.0f} misfires in 2 s")
     assert ticks_while_refused == []
     # 2 s of a 200 ms grid is 10 slots: a few attempts each (backoff), each slot counted once.
     assert 1 <= failed_claims <= 60, f"{failed_claims:.0f} failed claims in 2 s"
@@ -302,3 +303,39 @@ def test_a_tick_that_blocks_the_event_loop_past_its_lease_is_reported_not_a_succ
     text = stderr.read_text()
     assert "past the lease's deadline" in text
     assert "event loop was blocked for" in text
+
+
+async def test_more_workers_than_connections_wait_their_turn_and_all_leases_are_released(
+    redis_server: RedisServer, raw: Redis
+) -> None:
+    from tests.workers import fleet
+
+    leases = RedisLeases.from_url(redis_server.url, timing=LeaseTiming(ttl_seconds=5))
+    manager = _manager(leases, ttl=5.0)
+    count = 150  # well over the old fixed pool of 64 connections
+    for i in range(count):
+        await manager.add(getattr(fleet, f"Fleet{i:04d}")())
+
+    def held() -> float:
+        registry = manager.metrics.registry
+        return sum(
+            sample.value
+            for family in registry.collect()
+            if family.name == "tickwork_lease_held"
+            for sample in family.samples
+        )
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(manager.run())
+        try:
+            await _until(lambda: held() == count, within=30, what=f"{count} leases held")
+            await asyncio.sleep(2.5)
+        finally:
+            manager.stop()
+    errors = {
+        op: _sample(manager, "tickwork_redis_errors_total", op=op)
+        for op in ("acquire", "renew", "claim", "record", "release")
+    }
+    assert errors == dict.fromkeys(errors, 0.0), errors
+    left = [key async for key in raw.scan_iter(match="tickwork:{*}:lease")]
+    assert left == [], f"{len(left)} of {count} leases were not released"

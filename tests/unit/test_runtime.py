@@ -20,7 +20,8 @@ from worker_runtime import (
     TickContext,
     WorkerManager,
 )
-from worker_runtime.leases import LeaseBackend
+from worker_runtime.leases import LeaseBackend, RunRecord, SlotClaim
+from worker_runtime.scheduling import ScheduleState
 
 
 class Journal:
@@ -387,3 +388,48 @@ def test_a_tick_that_swallows_the_cancellation_of_its_timeout_counts_as_a_timeou
     assert sample(manager, "tickwork_ticks_total", outcome="timeout", **w) == 1
     assert sample(manager, "tickwork_ticks_total", outcome="success", **w) == 0
     assert any("swallowed its cancellation" in r.getMessage() for r in caplog.records)
+
+
+class _ClaimSlotOnly(LeaseBackend):
+    """A backend written against the older interface: ``claim_slot`` but no ``claim``."""
+
+    def __init__(self, inner: LeaseBackend) -> None:
+        self.worker = inner.worker
+        self._inner = inner
+
+    async def acquire(self, owner: str, ttl_seconds: float) -> int | None:
+        return await self._inner.acquire(owner, ttl_seconds)
+
+    async def renew(self, owner: str, ttl_seconds: float) -> bool:
+        return await self._inner.renew(owner, ttl_seconds)
+
+    async def release(self, owner: str) -> bool:
+        return await self._inner.release(owner)
+
+    async def load_state(self) -> ScheduleState:
+        return await self._inner.load_state()
+
+    async def claim_slot(self, owner: str, claim: SlotClaim) -> bool:
+        return await self._inner.claim_slot(owner, claim)
+
+    async def record_run(self, owner: str, record: RunRecord) -> bool:
+        return await self._inner.record_run(owner, record)
+
+
+class _OlderLeases(InProcessLeases):
+    def for_worker(self, worker: str) -> LeaseBackend:
+        return _ClaimSlotOnly(super().for_worker(worker))
+
+
+def test_a_backend_that_implements_only_claim_slot_still_runs_every_slot() -> None:
+    journal = Journal()
+
+    async def main(loop: VirtualTimeLoop) -> WorkerManager:
+        manager = make_manager(loop, leases=_OlderLeases())
+        await manager.add(recording_worker(journal, period=1.0, mode="rate"))
+        await run_for(manager, 5.5)
+        return manager
+
+    manager = run_virtual(main)
+    assert len(journal.starts) == 5
+    assert sample(manager, "tickwork_ticks_total", worker="Recorder", outcome="success") == 5
