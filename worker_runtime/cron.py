@@ -289,7 +289,7 @@ class CronExpression:
 
     def _count_walls(self, year: int, month: int, day: int, low: int, high: int) -> int:
         """How many matching wall minutes of one day have a minute-of-day in [low, high]."""
-        if self._first_day(year, month, day) != day:
+        if low > high or self._first_day(year, month, day) != day:
             return 0
         minutes = self._minutes
         count = 0
@@ -328,25 +328,47 @@ class CronExpression:
                 high = last.hour * 60 + last.minute
                 if not (last.second or last.microsecond):
                     high -= 1
-            if low <= high:
-                if _steady(day, zone):
-                    total += self._count_walls(day.year, day.month, day.day, low, high)
-                else:
-                    total += self._walk_day(day, zone, start, end)
+            if _steady(day, zone):
+                total += self._count_walls(day.year, day.month, day.day, low, high)
+            else:
+                # Wall bounds may even cross here (a repeated hour): count by instants.
+                total += self._count_changing_day(day, zone, start, end, low, high)
             day += _DAY
         return total
 
-    def _walk_day(self, day: date, zone: tzinfo, start: float, end: float) -> int:
-        """Slots on a day with a UTC-offset change, strictly inside (start, end)."""
-        begin = datetime.combine(day, time(), tzinfo=zone).timestamp()
-        stop = min(end, datetime.combine(day + _DAY, time(), tzinfo=zone).timestamp())
+    def _count_changing_day(
+        self, day: date, zone: tzinfo, start: float, end: float, low: int, high: int
+    ) -> int:
+        """Slots strictly inside (start, end) on a day whose UTC offset changes.
+
+        The hours before and after the change are counted by arithmetic; only the hours
+        around it (a gap or a repeated hour) are walked slot by slot.
+        """
+        changing = [h for h in range(24) if not _steady_span(day, zone, time(h, 0), time(h, 59))]
+        first, last = changing[0], changing[-1] + 1  # never empty: the day is not steady
+        if self.fixed_time:
+            # A fixed time inside a gap fires at the first minute after it: walk that hour too.
+            last = min(24, last + 1)
+        y, m, d = day.year, day.month, day.day
+        total = self._count_walls(y, m, d, low, min(high, first * 60 - 1))
+        total += self._count_walls(y, m, d, max(low, last * 60), high)
+        # The walked span, in real time: from one minute after the last wall before the
+        # change to the first wall after it (both happen exactly once).
+        if first == 0:
+            begin = datetime.combine(day, time(), tzinfo=zone).timestamp()
+        else:
+            begin = datetime.combine(day, time(first - 1, 59), tzinfo=zone).timestamp() + 60
+        if last == 24:
+            stop = datetime.combine(day + _DAY, time(), tzinfo=zone).timestamp()
+        else:
+            stop = datetime.combine(day, time(last, 0), tzinfo=zone).timestamp()
+        stop = min(stop, end)
         moment = datetime.fromtimestamp(max(start, begin - 1e-6), zone)
-        count = 0
         while True:
             nxt = self.next_after(moment, zone)
             if nxt is None or nxt.timestamp() >= stop:
-                return count
-            count += 1
+                return total
+            total += 1
             moment = nxt
 
     # ------------------------------------------------------------------ real instants
@@ -436,19 +458,18 @@ _Wall = tuple[int, int, int, int, int]
 
 def _steady(day: date, zone: tzinfo) -> bool:
     """True when ``day`` has one UTC offset from 00:00 to 23:59 (no daylight-saving change)."""
+    return _steady_span(day, zone, time(0, 0), time(23, 59), time(12, 0))
+
+
+def _steady_span(day: date, zone: tzinfo, *moments: time) -> bool:
+    """True when every wall time of ``moments`` on ``day`` happens once, at one UTC offset."""
     if not isinstance(zone, ZoneInfo):
         return True
-    offsets = {
-        zone.utcoffset(datetime.combine(day, moment))
-        for moment in (
-            time(0, 0),
-            time(12, 0),
-            time(23, 59),
-            time(0, 0, fold=1),
-            time(12, 0, fold=1),
-            time(23, 59, fold=1),
-        )
-    }
+    offsets = set()
+    for moment in moments:
+        wall = datetime.combine(day, moment)
+        offsets.add(zone.utcoffset(wall))
+        offsets.add(zone.utcoffset(_other_fold(wall)))
     return len(offsets) == 1
 
 

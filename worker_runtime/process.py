@@ -3,8 +3,8 @@
 The order is chosen so that every mistake is reported before anything has started and
 before anything else is printed:
 
-1. the log format is set (this prints nothing);
-2. the metrics port is bound — a port in use is the first and only line;
+1. the metrics port is bound — a port in use is the first and only line;
+2. logging is configured (text or JSON, the level);
 3. user code runs: the worker modules are imported, each worker class is instantiated, the
    ``--services`` function is called, and each worker's ``register_services``. Whatever any
    of them raises (``SystemExit`` included) becomes one line naming the hook and the
@@ -120,7 +120,6 @@ def make_leases(settings: RuntimeSettings, metrics: Metrics, timing: LeaseTiming
 
 def run(settings: RuntimeSettings) -> int:
     """Run until SIGTERM/SIGINT; the exit code. ``StartupError`` when refused at start."""
-    configure_logging(log_format=settings.log_format, level=settings.log_level)
     disable_created_metrics()  # type: ignore[no-untyped-call]
     return asyncio.run(_serve(settings))
 
@@ -151,6 +150,9 @@ async def _serve(settings: RuntimeSettings) -> int:
                 f"cannot listen on {settings.metrics_host}:{settings.metrics_port} for "
                 f"metrics: {os.strerror(exc.errno).lower() if exc.errno else exc}"
             ) from None
+    # Only now: a refused port is the first and only line (asyncio's own debug line about
+    # its selector, logged when the loop was made, is dropped with the rest).
+    configure_logging(log_format=settings.log_format, level=settings.log_level)
     try:
         workers = build_workers(settings)
         services = load_services(settings.services)

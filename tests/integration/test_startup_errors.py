@@ -85,7 +85,7 @@ def test_a_metrics_port_in_use_is_reported_before_any_user_code_or_log_line(
         text = _refused(
             tmp_path,
             [f"{F}:Fine", "--services", f"{F}:marking_services", "--metrics-host", "127.0.0.1",
-             "--metrics-port", str(port)],
+             "--metrics-port", str(port), "--log-level", "debug"],
             env={"TICKWORK_TEST_MARK": str(mark)},
         )  # fmt: skip
     [line] = text.splitlines()

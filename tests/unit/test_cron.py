@@ -218,3 +218,26 @@ def test_a_bad_value_never_surfaces_as_a_bare_assertion() -> None:
     # Build-time checks that used to be ``assert`` statements.
     for expr in ("0 0 29 2 */7", "0 0 1 11 */7", "* * */7 Apr 2"):
         assert CronExpression.parse(expr).next_after(_utc(2026, 1, 1), BERLIN) is not None
+
+
+@pytest.mark.parametrize("expr", ["30 2 * * *", "0 2 * * *", "*/10 * * * *", "15,45 1-3 * * *"])
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (_utc(2026, 3, 27, 12), _utc(2026, 3, 30, 12)),  # Berlin: 02:00 -> 03:00
+        (_utc(2026, 10, 24, 12), _utc(2026, 10, 27, 12)),  # Berlin: 03:00 -> 02:00
+        (_utc(2026, 3, 29, 0, 15), _utc(2026, 3, 29, 1, 45)),  # inside the changing night
+        (_utc(2026, 10, 25, 0, 20), _utc(2026, 10, 25, 1, 10)),  # first pass to second pass
+        (_utc(2026, 10, 25, 0, 5), _utc(2026, 10, 25, 0, 55)),  # within the first pass
+    ],
+)
+def test_counting_slots_day_by_day_matches_walking_them_across_dst(
+    expr: str, start: datetime, end: datetime
+) -> None:
+    cron = CronExpression.parse(expr)
+    walked = 0
+    moment = start
+    while (nxt := cron.next_after(moment, BERLIN)) is not None and nxt < end:
+        walked += 1
+        moment = nxt
+    assert cron.count_between(start.timestamp(), end.timestamp(), BERLIN) == walked
