@@ -368,6 +368,31 @@ def operator(start_operator: Callable[..., OperatorProcess], namespace: str) -> 
 # --------------------------------------------------------------------------- reconciling
 
 
+def change_period(
+    kubectl: Tool,
+    operator: OperatorProcess,
+    name: str,
+    namespace: str,
+    period: str,
+    *,
+    timeout: float,
+) -> dict[str, Any]:
+    """Patch the worker's period; return its Deployment once it carries the new one."""
+    patch = {"spec": {"schedule": {"period": period}}}
+    kubectl("patch", "bgw", name, "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+    changed: dict[str, Any] = wait_until(
+        lambda: (
+            (d := get(kubectl, "deployment", name, namespace))
+            and container_env(d)["TICKWORK_PERIOD"] == period
+            and d
+        ),
+        timeout=timeout,
+        what=f"period {period} in the Deployment",
+        details=operator.tail,
+    )
+    return changed
+
+
 def test_a_new_worker_gets_its_deployment_within_five_seconds_and_turns_ready(
     kubectl: Tool, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -470,27 +495,7 @@ def test_changing_the_period_changes_the_environment_and_rolls_the_deployment(
     before = get(kubectl, "deployment", "reports", namespace)
     assert before is not None
 
-    kubectl(
-        "patch",
-        "bgw",
-        "reports",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"schedule": {"period": "2m"}}}),
-    )
-
-    after = wait_until(
-        lambda: (
-            (d := get(kubectl, "deployment", "reports", namespace))
-            and container_env(d)["TICKWORK_PERIOD"] == "2m"
-            and d
-        ),
-        timeout=5,
-        what="the new period in the Deployment",
-        details=operator.tail,
-    )
+    after = change_period(kubectl, operator, "reports", namespace, "2m", timeout=5)
     kubectl("rollout", "status", "deployment/reports", "-n", namespace, "--timeout=60s")
     wait_until(
         lambda: is_ready(kubectl, "reports", namespace, generation=2),
@@ -723,6 +728,23 @@ def _ready_worker(kubectl: Tool, operator: OperatorProcess, name: str, namespace
     _wait_ready(kubectl, operator, name, namespace)
 
 
+def _wait_degraded(
+    kubectl: Tool,
+    operator: OperatorProcess,
+    name: str,
+    namespace: str,
+    reason: str,
+    *,
+    timeout: float,
+) -> None:
+    wait_until(
+        lambda: condition(get(kubectl, "bgw", name, namespace), "Degraded").get("reason") == reason,
+        timeout=timeout,
+        what=f"Degraded={reason}",
+        details=operator.tail,
+    )
+
+
 def _owned_deployment(
     kubectl: Tool, operator: OperatorProcess, name: str, namespace: str
 ) -> dict[str, Any]:
@@ -801,27 +823,7 @@ def test_a_worker_with_a_spec_of_320_kb_is_reconciled_and_changed_like_any_other
     kubectl("create", "-f", "-", input=json.dumps(manifest))
     _wait_ready(kubectl, operator, "big", namespace)
 
-    kubectl(
-        "patch",
-        "bgw",
-        "big",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"schedule": {"period": "2m"}}}',
-    )
-
-    changed = wait_until(
-        lambda: (
-            (d := get(kubectl, "deployment", "big", namespace))
-            and container_env(d)["TICKWORK_PERIOD"] == "2m"
-            and d
-        ),
-        timeout=10,
-        what="the change applied",
-        details=operator.tail,
-    )
+    changed = change_period(kubectl, operator, "big", namespace, "2m", timeout=10)
     _wait_ready(kubectl, operator, "big", namespace, generation=2)
     worker = get(kubectl, "bgw", "big", namespace)
     assert worker is not None
@@ -838,15 +840,7 @@ def test_a_conflict_is_rechecked_as_soon_as_the_conflicting_deployment_is_delete
 ) -> None:
     kubectl("create", "deployment", "taken", "-n", namespace, f"--image={IMAGE}")
     apply(kubectl, worker_manifest("taken", namespace))
-    wait_until(
-        lambda: (
-            condition(get(kubectl, "bgw", "taken", namespace), "Degraded").get("reason")
-            == "DeploymentConflict"
-        ),
-        timeout=10,
-        what="Degraded=DeploymentConflict",
-        details=operator.tail,
-    )
+    _wait_degraded(kubectl, operator, "taken", namespace, "DeploymentConflict", timeout=10)
 
     kubectl("delete", "deployment", "taken", "-n", namespace, "--wait=true")
 
@@ -941,15 +935,7 @@ def test_a_degraded_worker_is_looked_at_less_and_less_often_and_costs_no_reads(
         kubectl,
         worker_manifest("stuck", namespace, nodeSelector={"tickwork.dev/no-such-node": "true"}),
     )
-    wait_until(
-        lambda: (
-            condition(get(kubectl, "bgw", "stuck", namespace), "Degraded").get("reason")
-            == "Unschedulable"
-        ),
-        timeout=30,
-        what="Degraded=Unschedulable",
-        details=operator.tail,
-    )
+    _wait_degraded(kubectl, operator, "stuck", namespace, "Unschedulable", timeout=30)
     time.sleep(3)  # past the first, short rechecks
 
     before_reads = _apiserver_reads(kubectl)
