@@ -427,6 +427,7 @@ class Reconciler:
         """List every served BackgroundWorker and reconcile each one."""
         namespaces: tuple[str | None, ...] = self.settings.namespaces or (None,)
         keys: list[Key] = []
+        listed: set[str | None] = set()
         for namespace in namespaces:
             try:
                 items = await self.api.list_workers(namespace)
@@ -437,11 +438,17 @@ class Reconciler:
                     exc,
                 )
                 continue
+            listed.add(namespace)
             for item in items:
                 key = _key_of(item)
                 if _newer(item, self._workers.get(key)):
                     self._workers[key] = _compact_worker(item)
                 keys.append(key)
+        # Workers deleted while a watch was down never sent DELETED: drop what they left.
+        present = set(keys)
+        for key in [k for k in self._workers if k not in present]:
+            if None in listed or key[0] in listed:
+                self.forget(key)
         await self._each(keys, trigger="resync", force_apply=True)
         self.metrics.last_resync.set(time.time())
 

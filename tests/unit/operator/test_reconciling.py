@@ -430,3 +430,17 @@ async def test_a_pod_problem_seen_by_the_watch_degrades_the_worker_and_its_end_r
     assert degraded == ("True", "ImagePullFailed")
     assert conditions(fake_api)["Degraded"] == ("False", "AsExpected")
     assert fake_api.list_pod_calls == 0
+
+
+async def test_a_resync_forgets_a_worker_whose_deletion_no_watch_reported(
+    fake_api: FakeKubeApi,
+) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, _, _ = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+    del fake_api.workers[KEY]
+
+    await reconciler.resync_all()
+
+    assert KEY not in reconciler._workers
+    assert KEY not in reconciler._applied
