@@ -50,6 +50,8 @@ __all__ = [
     "MIN_PERIOD",
     "WORKER_PATTERN",
     "build_crd",
+    "choices_of",
+    "required_of",
 ]
 
 Schema = dict[str, Any]
@@ -121,6 +123,48 @@ def _rule(
     return out
 
 
+#: Choices are checked by CEL, not by ``enum``: an ``enum`` violation makes the API server
+#: skip every CEL rule and print "some validation rules were not checked" besides.
+_MAX_CHOICE_LENGTH = 64
+
+
+def _one_of(choices: list[str]) -> Schema:
+    listed = ", ".join(f"'{c}'" for c in choices)
+    return _rule(
+        f"self in [{listed}]",
+        message_expression=f"self + ' is not one of: {', '.join(choices)}'",
+    )
+
+
+def _required(name: str) -> Schema:
+    return _rule(
+        f"has(self.{name})",
+        message=f"{name} is required",
+        field_path=f".{name}",
+        reason="FieldValueRequired",
+    )
+
+
+def required_of(schema: Mapping[str, Any]) -> set[str]:
+    """The properties an object requires (by the schema or by CEL), for the field reference."""
+    return set(schema.get("required") or ()) | {
+        str(rule["fieldPath"]).lstrip(".")
+        for rule in schema.get("x-kubernetes-validations") or ()
+        if rule.get("reason") == "FieldValueRequired" and rule.get("fieldPath")
+    }
+
+
+def choices_of(schema: Mapping[str, Any]) -> list[str] | None:
+    """The values a string field allows (``enum`` or ``choices``), for the field reference."""
+    if "enum" in schema:
+        return [str(v) for v in schema["enum"]]
+    for rule in schema.get("x-kubernetes-validations") or ():
+        text = str(rule.get("rule", ""))
+        if text.startswith("self in [") and text.endswith("]"):
+            return [c.strip().strip("'") for c in text[len("self in [") : -1].split(",")]
+    return None
+
+
 def _with(schema: Schema, *, default: Any = None, rules: Iterable[Schema] = ()) -> Schema:
     if default is not None:
         schema["default"] = default
@@ -134,15 +178,20 @@ def _string(
     description: str,
     *,
     enum: Iterable[str] | None = None,
+    choices: Iterable[str] | None = None,
     default: str | None = None,
     pattern: str | None = None,
     min_length: int | None = None,
     max_length: int | None = None,
     rules: Iterable[Schema] = (),
 ) -> Schema:
+    """A string; ``choices`` are checked by CEL, ``enum`` (standard pod types) by the schema."""
     schema: Schema = {"type": "string", "description": description}
     if enum is not None:
         schema["enum"] = list(enum)
+    if choices is not None:
+        rules = [_one_of(list(choices)), *rules]
+        max_length = max_length or _MAX_CHOICE_LENGTH
     if pattern is not None:
         schema["pattern"] = pattern
     if min_length is not None:
@@ -177,14 +226,22 @@ def _object(
     properties: Mapping[str, Schema],
     *,
     required: Iterable[str] = (),
+    must_have: Iterable[str] = (),
     default: Mapping[str, Any] | None = None,
     rules: Iterable[Schema] = (),
     atomic: bool = False,
 ) -> Schema:
+    """An object; ``must_have`` fields are checked by CEL, ``required`` ones by the schema.
+
+    The BackgroundWorker's own fields use CEL (see ``_MAX_CHOICE_LENGTH``); the standard pod
+    types keep the schema's checks, as CEL rules inside their unbounded lists would exceed
+    the API server's cost budget for the whole schema.
+    """
     schema: Schema = {"type": "object", "description": description, "properties": dict(properties)}
     required_list = list(required)
     if required_list:
         schema["required"] = required_list
+    rules = [*(_required(name) for name in must_have), *rules]
     if atomic:
         schema["x-kubernetes-map-type"] = "atomic"
     return _with(schema, default=dict(default) if default is not None else None, rules=rules)
@@ -298,7 +355,7 @@ def _key_reference(description: str, *, what: str, default_key: str) -> Schema:
                 max_length=253,
             ),
         },
-        required=["name"],
+        must_have=["name"],
         atomic=True,
     )
 
@@ -602,7 +659,7 @@ def _schedule() -> Schema:
                 "Only with period. delay (default): the next run starts one period after the "
                 "previous run ended. rate: runs start at fixed multiples of the period, "
                 "without drift.",
-                enum=["delay", "rate"],
+                choices=["delay", "rate"],
             ),
             "cron": _string(
                 "A five-field cron expression (minute hour day-of-month month day-of-week), "
@@ -652,7 +709,7 @@ def _schedule() -> Schema:
                 "What to do with slots missed while no replica could run them: skip them "
                 "(default), or catch_up: run the latest missed slot once if it is still "
                 "within misfireGrace.",
-                enum=["skip", "catch_up"],
+                choices=["skip", "catch_up"],
                 default=DEFAULTS.misfire,
             ),
             "misfireGrace": _duration(
@@ -795,7 +852,7 @@ def _spec() -> Schema:
             "imagePullPolicy": _string(
                 "When the kubelet pulls the image (default: Kubernetes' rule: Always for "
                 ":latest, IfNotPresent otherwise).",
-                enum=["Always", "IfNotPresent", "Never"],
+                choices=["Always", "IfNotPresent", "Never"],
             ),
             "worker": _string(
                 "The worker class to run, as MODULE:CLASS, e.g. "
@@ -870,12 +927,12 @@ def _spec() -> Schema:
                 {
                     "format": _string(
                         "text or json (one JSON object per line).",
-                        enum=["text", "json"],
+                        choices=["text", "json"],
                         default=DEFAULTS.log_format,
                     ),
                     "level": _string(
                         "Minimum level logged.",
-                        enum=["debug", "info", "warning", "error"],
+                        choices=["debug", "info", "warning", "error"],
                         default=DEFAULTS.log_level,
                     ),
                 },
@@ -957,7 +1014,7 @@ def _spec() -> Schema:
                 },
             ),
         },
-        required=["image", "worker", "schedule"],
+        must_have=["image", "worker", "schedule"],
         rules=[
             _rule(
                 "!has(self.replicas) || self.replicas <= 1 || has(self.redis)",
@@ -1117,7 +1174,7 @@ def build_crd() -> dict[str, Any]:
                                 "spec": _spec(),
                                 "status": _status(),
                             },
-                            required=["spec"],
+                            must_have=["spec"],
                             rules=[
                                 _rule(
                                     "self.metadata.name.size() <= 63",

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from worker_operator.constants import CRD_NAME
-from worker_operator.crd import build_crd
+from worker_operator.crd import build_crd, choices_of, required_of
 
 __all__ = [
     "CRD_FILES",
@@ -90,12 +90,13 @@ def _type_of(node: dict[str, Any]) -> str:
 
 def _rows(node: dict[str, Any], path: str) -> list[tuple[str, str, str, str]]:
     rows = []
-    required = set(node.get("required") or ())
+    required = required_of(node)
     for name, child in (node.get("properties") or {}).items():
         field = f"{path}.{name}"
         kind = _STANDARD.get(field, _type_of(child))
-        if "enum" in child:
-            kind = f" {_PIPE} ".join(f"`{v}`" for v in child["enum"])
+        choices = choices_of(child)
+        if choices is not None:
+            kind = f" {_PIPE} ".join(f"`{v}`" for v in choices)
         default = child.get("default")
         shown = "required" if name in required else ("" if default is None else _shown(default))
         description = " ".join(str(child.get("description", "")).split())

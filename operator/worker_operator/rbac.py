@@ -31,8 +31,8 @@ def _rule(api_group: str, resources: list[str], verbs: list[str]) -> Rule:
 
 def cluster_role_rules() -> list[Rule]:
     return [
-        # Watch the resources; kopf records handler progress in annotations (patch).
-        _rule(GROUP, [PLURAL], ["get", "list", "watch", "patch"]),
+        # Watch the resources (kopf's event handlers write nothing on them).
+        _rule(GROUP, [PLURAL], ["get", "list", "watch"]),
         _rule(GROUP, [f"{PLURAL}/status"], ["get", "patch"]),
         # The owner reference has blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
         _rule(GROUP, [f"{PLURAL}/finalizers"], ["update"]),

@@ -177,14 +177,31 @@ def _generation(obj: Mapping[str, Any] | None) -> int:
 
 
 def _newer(candidate: Mapping[str, Any], known: Mapping[str, Any] | None) -> bool:
-    """Whether ``candidate`` is a later state of ``known`` (another object counts as newer)."""
-    if known is None or _meta(candidate).get("uid") != _meta(known).get("uid"):
+    """Whether ``candidate`` is a later state than ``known`` (of the same name).
+
+    etcd's resourceVersions grow across every object of a resource, so a late event of a
+    Deployment already replaced by a new one is older than the new one. (They are opaque
+    to clients; when they are not integers, another uid or version counts as newer.)
+    """
+    if known is None:
         return True
     new, old = _meta(candidate).get("resourceVersion"), _meta(known).get("resourceVersion")
     try:
         return int(str(new)) > int(str(old))
-    except ValueError:  # resourceVersions are opaque; etcd's are integers
-        return new != old
+    except ValueError:
+        return _meta(candidate).get("uid") != _meta(known).get("uid") or new != old
+
+
+def _tombstone(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """What is left of a deleted Deployment: its last version, so later echoes are older."""
+    metadata = _meta(deployment)
+    return {
+        "metadata": {
+            "uid": metadata.get("uid"),
+            "resourceVersion": metadata.get("resourceVersion"),
+        },
+        "gone": True,
+    }
 
 
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -310,17 +327,15 @@ class Reconciler:
             return
         key = (str(_meta(deployment).get("namespace")), name)
         known = self._deployments.get(key)
+        if not _newer(deployment, known):
+            return  # the operator already saw this state or a later one (its own write)
         if event_type == "DELETED":
-            if known is not None and _meta(known).get("uid") != _meta(deployment).get("uid"):
-                return  # the Deployment that went was already replaced
-            self._deployments.pop(key, None)
+            self._deployments[key] = _tombstone(deployment)
             # Deleted by hand, or by the garbage collector after its worker: read the worker
             # afresh before bringing the Deployment back.
             self._workers.pop(key, None)
-        elif _newer(deployment, known):
-            self._deployments[key] = _compact_deployment(deployment)
         else:
-            return  # the operator already saw this state or a later one
+            self._deployments[key] = _compact_deployment(deployment)
         if event_type is None:
             return  # the initial listing: the workers' own listing reconciles them
         await self._quietly(key, trigger="deployment")
@@ -427,6 +442,7 @@ class Reconciler:
         """List every served BackgroundWorker and reconcile each one."""
         namespaces: tuple[str | None, ...] = self.settings.namespaces or (None,)
         keys: list[Key] = []
+        listed: set[str | None] = set()
         for namespace in namespaces:
             try:
                 items = await self.api.list_workers(namespace)
@@ -437,11 +453,17 @@ class Reconciler:
                     exc,
                 )
                 continue
+            listed.add(namespace)
             for item in items:
                 key = _key_of(item)
                 if _newer(item, self._workers.get(key)):
                     self._workers[key] = _compact_worker(item)
                 keys.append(key)
+        # Workers deleted while a watch was down never sent DELETED: drop what they left.
+        present = set(keys)
+        for key in [k for k in self._workers if k not in present]:
+            if None in listed or key[0] in listed:
+                self.forget(key)
         await self._each(keys, trigger="resync", force_apply=True)
         self.metrics.last_resync.set(time.time())
 
@@ -577,7 +599,7 @@ class Reconciler:
     async def _current(self, worker: WorkerSpec) -> dict[str, Any] | None:
         """The Deployment as the watch last showed it, else as the API has it now."""
         known = self._deployments.get(worker.key)
-        if known is not None:
+        if known is not None and not known.get("gone"):
             return known
         found = await self.api.get_deployment(worker.namespace, deployment_name(worker))
         return None if found is None else _compact_deployment(found)

@@ -1,7 +1,8 @@
 """The operator's HTTP endpoints: ``/healthz`` (liveness), ``/readyz`` and ``/metrics``.
 
-A follower (waiting for the leader Lease) is alive and ready: it is doing its job, which is
-to wait. ``/readyz`` is 503 only while the operator starts or stops.
+A follower (waiting for the leader Lease) is alive, and ready while it can read and write
+the Lease: it is doing its job, which is to wait. ``/readyz`` is 503 while the operator starts
+or stops, and while it cannot take part in the election (no rights for the Lease, no API).
 """
 
 from __future__ import annotations

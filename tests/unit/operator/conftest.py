@@ -125,7 +125,8 @@ class FakeKubeApi:
         stored["metadata"].update(
             {
                 "generation": generation,
-                "uid": f"deploy-{meta['name']}",
+                # A new uid for each Deployment created, like the API server's.
+                "uid": current["metadata"]["uid"] if current else f"deploy-{self._rv()}",
                 "resourceVersion": self._rv(),
             }
         )

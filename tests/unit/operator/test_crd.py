@@ -184,3 +184,39 @@ def test_the_field_reference_lists_every_field_of_our_own_types() -> None:
         assert f"| `spec.schedule.{name}` |" in table
     assert "| `spec.lease.ttl` | string | `15s` |" in table
     assert "spec.affinity.nodeAffinity" not in table  # standard types are not expanded
+
+
+def _walk(node: object, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        found.append((path, node))
+        for key, child in node.items():
+            found.extend(_walk(child, f"{path}/{key}"))
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            found.extend(_walk(child, f"{path}/{index}"))
+    return found
+
+
+STANDARD_POD_TYPES = ("affinity", "tolerations", "env", "envFrom", "imagePullSecrets")
+
+
+def test_the_workers_own_choices_and_required_fields_are_cel_rules_so_all_rules_are_checked() -> (
+    None
+):
+    # An enum or required violation makes the API server skip every CEL rule and add
+    # "some validation rules were not checked" to the refusal. (The standard pod types keep
+    # the schema's checks: CEL rules in their unbounded lists would exceed the cost budget.)
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = schema["properties"]["spec"]
+    own = {k: v for k, v in spec["properties"].items() if k not in STANDARD_POD_TYPES}
+    nodes = _walk({"root": {k: v for k, v in schema.items() if k != "properties"}, **own})
+
+    assert [path for path, node in nodes if "enum" in node and "type" in node] == []
+    assert [path for path, node in nodes if node.get("required") and "type" in node] == []
+    assert "required" not in spec
+    assert {r["fieldPath"] for r in spec["x-kubernetes-validations"] if "fieldPath" in r} >= {
+        ".image",
+        ".worker",
+        ".schedule",
+    }

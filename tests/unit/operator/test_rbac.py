@@ -60,3 +60,9 @@ def test_leader_election_needs_only_its_lease() -> None:
             "verbs": ["get", "create", "update"],
         }
     ]
+
+
+def test_the_operator_may_not_change_a_workers_spec_or_metadata() -> None:
+    rules = cluster_role_rules()
+
+    assert verbs(rules, "tickwork.dev", "backgroundworkers") == {"get", "list", "watch"}

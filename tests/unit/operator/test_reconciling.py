@@ -135,6 +135,7 @@ async def test_a_deployment_deleted_by_hand_is_recreated(fake_api: FakeKubeApi) 
     await reconciler.reconcile(body, trigger="create")
 
     gone = fake_api.deployments.pop(KEY)
+    gone["metadata"]["resourceVersion"] = "9999"  # a deletion is a change of its own
     await reconciler.on_deployment_event("DELETED", gone)
 
     assert KEY in fake_api.deployments
@@ -150,6 +151,7 @@ async def test_the_deployment_of_a_deleted_worker_is_left_to_the_garbage_collect
 
     del fake_api.workers[KEY]
     gone = fake_api.deployments.pop(KEY)
+    gone["metadata"]["resourceVersion"] = "9999"  # a deletion is a change of its own
     await reconciler.on_deployment_event("DELETED", gone)
 
     assert KEY not in fake_api.deployments
@@ -430,3 +432,37 @@ async def test_a_pod_problem_seen_by_the_watch_degrades_the_worker_and_its_end_r
     assert degraded == ("True", "ImagePullFailed")
     assert conditions(fake_api)["Degraded"] == ("False", "AsExpected")
     assert fake_api.list_pod_calls == 0
+
+
+async def test_late_events_of_a_deployment_already_replaced_by_a_new_one_change_nothing(
+    fake_api: FakeKubeApi,
+) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, registry, _ = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+    old = copy.deepcopy(fake_api.deployments.pop(KEY))
+    deleted = copy.deepcopy(old)
+    deleted["metadata"]["resourceVersion"] = str(int(old["metadata"]["resourceVersion"]) + 1)
+    await reconciler.on_deployment_event("DELETED", deleted)  # recreated: one repair
+    late = copy.deepcopy(old)
+    late["metadata"]["generation"] += 1  # e.g. a `kubectl set image` seen after the delete
+
+    await reconciler.on_deployment_event("MODIFIED", late)
+    await reconciler.on_deployment_event("DELETED", deleted)
+
+    assert len(fake_api.applies) == 2
+    assert registry.get_sample_value("tickwork_operator_drift_repairs_total") == 1
+
+
+async def test_a_resync_forgets_a_worker_whose_deletion_no_watch_reported(
+    fake_api: FakeKubeApi,
+) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, _, _ = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+    del fake_api.workers[KEY]
+
+    await reconciler.resync_all()
+
+    assert KEY not in reconciler._workers
+    assert KEY not in reconciler._applied
