@@ -30,6 +30,7 @@ import yaml
 
 from tests.support import processes
 from tests.support.processes import free_port
+from worker_operator.crd import MAX_DURATION
 from worker_operator.rbac import build_cluster_role, leader_election_rules, secret_check_rules
 
 if TYPE_CHECKING:
@@ -1592,7 +1593,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     (
         "a-period-past-any-clock",
         _spec(schedule={"period": "99999999999h"}),
-        "schedule.period 99999999999h is longer than the maximum 8760h",
+        f"schedule.period 99999999999h is longer than the maximum {MAX_DURATION}",
     ),
     (
         "shutdown-grace-of-a-day",
