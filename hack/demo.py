@@ -171,24 +171,13 @@ def start_prometheus() -> PrometheusServer:
 
 
 def apply_worker() -> None:
-    manifest = {
-        "apiVersion": "tickwork.dev/v1alpha1",
-        "kind": "BackgroundWorker",
-        "metadata": {"name": WORKER, "namespace": NAMESPACE},
-        "spec": {
-            "image": "tickwork/example-worker:0.1.0",
-            "imagePullPolicy": "Never",
-            "worker": "examples.passive_users:PassiveUserCheckerWorker",
-            "schedule": {"period": PERIOD, "mode": "rate"},
-            "lease": {"ttl": LEASE_TTL},
-            "replicas": 3,
-            "redis": {
-                "urlSecretRef": {"name": f"{RELEASE}-redis", "key": "url"},
-                "passwordSecretRef": {"name": f"{RELEASE}-redis", "key": "password"},
-            },
-            **real_node.placement(),
-        },
-    }
+    manifest = real_node.example_worker(
+        WORKER,
+        NAMESPACE,
+        redis_secret=f"{RELEASE}-redis",
+        period=PERIOD,
+        lease_ttl=LEASE_TTL,
+    )
     with step("kubectl apply: the example BackgroundWorker (3 replicas, a tick every 2s)"):
         subprocess.run(
             [str(KUBECTL), "apply", "-f", "-"],

@@ -37,9 +37,9 @@ from tests.support import processes, real_node
 from tests.support.real_node import (
     NODE_NAME,
     Tick,
+    example_worker,
     holders,
     parse_ticks,
-    placement,
     running_pods,
     runtime_name,
     worker_pods,
@@ -52,8 +52,6 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "tickwork"
-WORKER_IMAGE = "tickwork/example-worker:0.1.0"
-WORKER_CLASS = "examples.passive_users:PassiveUserCheckerWorker"
 WORKER = "passive-user-checker"
 PERIOD_SECONDS = 2.0
 LEASE_TTL_SECONDS = 5.0
@@ -78,26 +76,15 @@ class Product:
 
 
 def background_worker(name: str, namespace: str, secret: str, **spec: Any) -> dict[str, Any]:
-    """The example BackgroundWorker, placed on the real node, its Redis from ``secret``."""
-    return {
-        "apiVersion": "tickwork.dev/v1alpha1",
-        "kind": "BackgroundWorker",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "image": WORKER_IMAGE,
-            "imagePullPolicy": "Never",
-            "worker": WORKER_CLASS,
-            "schedule": {"period": f"{PERIOD_SECONDS:g}s", "mode": "rate"},
-            "lease": {"ttl": f"{LEASE_TTL_SECONDS:g}s"},
-            "replicas": 3,
-            "redis": {
-                "urlSecretRef": {"name": secret, "key": "url"},
-                "passwordSecretRef": {"name": secret, "key": "password"},
-            },
-            **placement(),
-            **spec,
-        },
-    }
+    """The example BackgroundWorker of these tests, on the real node."""
+    return example_worker(
+        name,
+        namespace,
+        redis_secret=secret,
+        period=f"{PERIOD_SECONDS:g}s",
+        lease_ttl=f"{LEASE_TTL_SECONDS:g}s",
+        **spec,
+    )
 
 
 def the_holder(kubectl: Tool, namespace: str, name: str, *, timeout: float = 30) -> tuple[str, int]:

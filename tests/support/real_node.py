@@ -102,6 +102,45 @@ def try_redis_values() -> list[str]:
     ]
 
 
+#: The example worker (examples/passive_users.py) in the image `make images` builds.
+EXAMPLE_IMAGE = "tickwork/example-worker:0.1.0"
+EXAMPLE_WORKER = "examples.passive_users:PassiveUserCheckerWorker"
+
+
+def example_worker(
+    name: str,
+    namespace: str,
+    *,
+    redis_secret: str,
+    period: str,
+    lease_ttl: str,
+    replicas: int = 3,
+    **spec: Any,
+) -> dict[str, Any]:
+    """The example BackgroundWorker on the real node (rate mode), its Redis URL and password
+    from the Secret ``redis_secret`` (keys ``url`` and ``password``, as the chart's try-it
+    Redis makes them); ``spec`` adds or replaces fields."""
+    return {
+        "apiVersion": "tickwork.dev/v1alpha1",
+        "kind": "BackgroundWorker",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "image": EXAMPLE_IMAGE,
+            "imagePullPolicy": "Never",
+            "worker": EXAMPLE_WORKER,
+            "schedule": {"period": period, "mode": "rate"},
+            "lease": {"ttl": lease_ttl},
+            "replicas": replicas,
+            "redis": {
+                "urlSecretRef": {"name": redis_secret, "key": "url"},
+                "passwordSecretRef": {"name": redis_secret, "key": "password"},
+            },
+            **placement(),
+            **spec,
+        },
+    }
+
+
 def pod_ip_regex(network: ipaddress.IPv4Network | ipaddress.IPv6Network = POD_CIDR) -> str:
     """An RE2 pattern matching exactly the addresses of an octet-aligned IPv4 ``network``."""
     if network.version != 4 or network.prefixlen % 8:
