@@ -47,6 +47,15 @@ def test_the_chart_and_the_manifests_carry_the_same_crd() -> None:
     assert [d for d in yaml.safe_load_all(manifest) if d] == [build_crd()]
 
 
+def test_the_generated_yaml_has_no_anchors_or_aliases_so_it_reads_like_a_hand_written_crd() -> None:
+    for name in [*(str(path) for path in CRD_FILES), "manifests/01-crd.yaml"]:
+        text = (REPO_ROOT / name).read_text(encoding="utf-8")
+        events = list(yaml.parse(text))
+
+        assert not [e for e in events if isinstance(e, yaml.AliasEvent)], name
+        assert not [e for e in events if getattr(e, "anchor", None)], name
+
+
 def test_a_stale_file_is_reported_and_rewritten(tmp_path: Path) -> None:
     target = tmp_path / CRD_FILES[0]
     target.parent.mkdir(parents=True)
