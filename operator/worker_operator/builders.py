@@ -28,14 +28,18 @@ from worker_operator.constants import (
     OPERATOR_NAME,
     WORKER_APP_NAME,
 )
+from worker_operator.quantities import format_mebibytes, quantity_value
 from worker_operator.settings import OperatorSettings
 from worker_operator.spec import WorkerSpec
 
 __all__ = [
     "build_deployment",
+    "build_disruption_budget",
     "build_event",
     "container_env",
+    "container_resources",
     "deployment_name",
+    "disruption_budget_name",
     "image_version",
     "owner_reference",
     "selector_labels",
@@ -202,9 +206,35 @@ def _container(worker: WorkerSpec) -> dict[str, Any]:
         container["imagePullPolicy"] = worker.image_pull_policy
     if worker.env_from:
         container["envFrom"] = [copy.deepcopy(dict(e)) for e in worker.env_from]
-    if worker.resources:
-        container["resources"] = copy.deepcopy(dict(worker.resources))
+    container["resources"] = container_resources(worker)
     return container
+
+
+_EPHEMERAL = "ephemeral-storage"
+
+
+def container_resources(worker: WorkerSpec) -> dict[str, Any]:
+    """``spec.resources``, with a local-disk request and limit when it names none.
+
+    The limit covers the ``/tmp`` emptyDir at its ``sizeLimit`` plus room for the container's
+    logs, so the kubelet evicts a pod that fills the node's disk, not one that uses its
+    ``/tmp`` as allowed. A request or limit of ``ephemeral-storage`` in the spec is kept as
+    written (Kubernetes then defaults a missing request to the limit).
+    """
+    resources = copy.deepcopy(dict(worker.resources or {}))
+    requests = dict(resources.get("requests") or {})
+    limits = dict(resources.get("limits") or {})
+    if _EPHEMERAL not in requests and _EPHEMERAL not in limits:
+        requests[_EPHEMERAL] = DEFAULTS.ephemeral_storage_request
+        limits[_EPHEMERAL] = format_mebibytes(
+            quantity_value(worker.tmp_size_limit)
+            + quantity_value(DEFAULTS.ephemeral_storage_headroom)
+        )
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    return resources
 
 
 def _pod_annotations(worker: WorkerSpec) -> dict[str, str]:
@@ -231,7 +261,7 @@ def _pod_spec(worker: WorkerSpec) -> dict[str, Any]:
         "securityContext": security,
         "terminationGracePeriodSeconds": termination_grace_seconds(worker),
         "enableServiceLinks": False,
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": worker.tmp_size_limit}}],
     }
     if worker.service_account_name:
         pod["serviceAccountName"] = worker.service_account_name
@@ -274,6 +304,38 @@ def build_deployment(worker: WorkerSpec, settings: OperatorSettings) -> dict[str
                 "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
             },
             "template": {"metadata": template_metadata, "spec": _pod_spec(worker)},
+        },
+    }
+
+
+def disruption_budget_name(worker: WorkerSpec) -> str:
+    return worker.name
+
+
+def build_disruption_budget(worker: WorkerSpec) -> dict[str, Any]:
+    """The PodDisruptionBudget of the worker's pods.
+
+    A voluntary disruption (a node drain) takes down at most ``maxUnavailable`` pods at once,
+    so it never takes every replica of a worker together; one replica alone may always be
+    evicted (nothing blocks the drain). Turned off in the spec, the budget stays with no
+    limit (``100%``): the operator deletes nothing.
+    """
+    limit: int | str = "100%" if worker.max_unavailable is None else worker.max_unavailable
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": disruption_budget_name(worker),
+            "namespace": worker.namespace,
+            "labels": worker_labels(worker),
+            "ownerReferences": [owner_reference(worker)],
+        },
+        "spec": {
+            "maxUnavailable": limit,
+            "selector": {"matchLabels": selector_labels(worker.name)},
+            # Pods that are not Ready (crash-looping, pending) may be evicted whatever the
+            # budget says, so a broken rollout never blocks a drain.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }
 

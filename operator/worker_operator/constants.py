@@ -25,6 +25,7 @@ __all__ = [
     "MAX_REPLICAS",
     "MAX_SHUTDOWN_GRACE",
     "METRICS_PORT_NAME",
+    "MIN_TMP_SIZE",
     "OPERATOR_NAME",
     "PLURAL",
     "RESERVED_POD_LABELS",
@@ -70,6 +71,8 @@ RESERVED_POD_LABELS: Final = (
 #: Bounds of spec fields (documented in the CRD and the README).
 MAX_REPLICAS: Final = 100
 MAX_SHUTDOWN_GRACE: Final = "1h"
+#: The smallest ``spec.tmpSizeLimit``.
+MIN_TMP_SIZE: Final = "1Mi"
 #: The longest condition message in status (metav1.Condition's bound).
 MAX_CONDITION_MESSAGE: Final = 32768
 
@@ -96,3 +99,12 @@ class DEFAULTS:
     redis_password_key: Final = "password"
     #: Extra seconds the kubelet waits after the runtime's own shutdown grace.
     termination_margin_seconds: Final = 10
+    #: The writable ``/tmp`` (an emptyDir) of each worker pod.
+    tmp_size_limit: Final = "64Mi"
+    #: Local disk a worker pod is scheduled with, and what its container may write beyond
+    #: ``/tmp`` (its logs, kept by the kubelet) before it is evicted; used when
+    #: ``spec.resources`` names no ``ephemeral-storage``.
+    ephemeral_storage_request: Final = "64Mi"
+    ephemeral_storage_headroom: Final = "128Mi"
+    #: Worker pods a voluntary disruption (a node drain) may take down at once.
+    max_unavailable: Final = 1

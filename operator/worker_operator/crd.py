@@ -26,6 +26,7 @@ from worker_operator.constants import (
     MAX_CONDITION_MESSAGE,
     MAX_REPLICAS,
     MAX_SHUTDOWN_GRACE,
+    MIN_TMP_SIZE,
     PLURAL,
     RESERVED_POD_LABELS,
     SHORT_NAMES,
@@ -967,6 +968,40 @@ def _spec() -> Schema:
                 ],
             ),
             "resources": _resources(),
+            "tmpSizeLimit": _with(
+                _quantity(
+                    "Size limit of the pods' writable /tmp (an emptyDir; the root filesystem "
+                    "is read-only). When resources name no ephemeral-storage, the container "
+                    f"requests {DEFAULTS.ephemeral_storage_request} of local disk and is "
+                    f"limited to this size plus {DEFAULTS.ephemeral_storage_headroom} (its "
+                    "logs)."
+                ),
+                default=DEFAULTS.tmp_size_limit,
+                rules=[
+                    _rule(
+                        "isQuantity(string(self)) && "
+                        f"quantity(string(self)).compareTo(quantity('{MIN_TMP_SIZE}')) >= 0",
+                        message=f"tmpSizeLimit must be a size of at least {MIN_TMP_SIZE}, "
+                        "e.g. 64Mi",
+                    )
+                ],
+            ),
+            "podDisruptionBudget": _object(
+                "The PodDisruptionBudget the operator keeps for the worker's pods: a node "
+                "drain evicts at most maxUnavailable of them at once.",
+                {
+                    "enabled": _boolean(
+                        "Limit evictions (false: the budget stays, with no limit).",
+                        default=True,
+                    ),
+                    "maxUnavailable": _integer(
+                        "Pods a voluntary disruption may take down at once.",
+                        minimum=1,
+                        maximum=MAX_REPLICAS,
+                        default=DEFAULTS.max_unavailable,
+                    ),
+                },
+            ),
             "nodeSelector": _string_map("Node labels the pods must be scheduled on."),
             "tolerations": _list("Taints the pods tolerate.", _toleration(), max_items=64),
             "affinity": _affinity(),

@@ -203,6 +203,10 @@ def _deployment_path(deployment: Mapping[str, Any]) -> str:
     )
 
 
+def _budget_path(namespace: str, name: str) -> str:
+    return _path("apis", "policy", "v1", "namespaces", namespace, "poddisruptionbudgets", name)
+
+
 def worker_path(namespace: str | None, name: str | None = None) -> str:
     parts = ["apis", GROUP, VERSION]
     if namespace is not None:
@@ -409,6 +413,16 @@ class KubeApi:
             content_type=_APPLY,
         )
         return result
+
+    async def apply_disruption_budget(self, budget: Mapping[str, Any]) -> None:
+        """Server-side apply of a worker's PodDisruptionBudget (forced, like the Deployment)."""
+        await self.request(
+            "PATCH",
+            _budget_path(budget["metadata"]["namespace"], budget["metadata"]["name"]),
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            body=dict(budget),
+            content_type=_APPLY,
+        )
 
     async def replace_deployment_spec(
         self, deployment: Mapping[str, Any], spec: Mapping[str, Any]

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from worker_operator.constants import CRD_NAME
-from worker_operator.crd import build_crd, choices_of, required_of
+from worker_operator.crd import QUANTITY_PATTERN, build_crd, choices_of, required_of
 
 __all__ = [
     "CRD_FILES",
@@ -90,6 +90,8 @@ _STANDARD = {
 
 
 def _type_of(node: dict[str, Any]) -> str:
+    if node.get("x-kubernetes-int-or-string") and node.get("pattern") == QUANTITY_PATTERN:
+        return "quantity"
     kind = str(node.get("type", "object"))
     if kind == "object" and "additionalProperties" in node:
         return "map of string"

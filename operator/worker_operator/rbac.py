@@ -38,6 +38,8 @@ def cluster_role_rules() -> list[Rule]:
         _rule(GROUP, [f"{PLURAL}/finalizers"], ["update"]),
         # Server-side apply creates (create) and updates (patch) the owned Deployments.
         _rule("apps", ["deployments"], ["get", "list", "watch", "create", "patch"]),
+        # Each worker's PodDisruptionBudget, server-side applied like the Deployment.
+        _rule("policy", ["poddisruptionbudgets"], ["create", "patch"]),
         # Pod states explain a Degraded worker (image pull errors, missing Secrets).
         _rule("", ["pods"], ["list", "watch"]),
         _rule("", ["events"], ["create", "patch"]),

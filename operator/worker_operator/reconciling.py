@@ -31,7 +31,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker_operator.builders import build_deployment, deployment_name
+from worker_operator.builders import (
+    build_deployment,
+    build_disruption_budget,
+    deployment_name,
+    disruption_budget_name,
+)
 from worker_operator.conditions import Assessment, Problem, assess, pod_problem
 from worker_operator.constants import (
     API_VERSION,
@@ -297,6 +302,8 @@ class Reconciler:
         )
         self._locks: dict[Key, asyncio.Lock] = {}
         self._applied: dict[Key, _Applied] = {}
+        #: (uid, generation) of each worker whose PodDisruptionBudget is as its spec says.
+        self._budgets: dict[Key, tuple[str, int]] = {}
         #: The latest state the watches (or the operator's own writes) showed, per worker.
         self._workers: dict[Key, dict[str, Any]] = {}
         self._deployments: dict[Key, dict[str, Any]] = {}
@@ -403,6 +410,7 @@ class Reconciler:
     def forget(self, key: Key) -> None:
         """The resource is gone: drop everything known about it."""
         self._applied.pop(key, None)
+        self._budgets.pop(key, None)
         self._workers.pop(key, None)
         self._deployments.pop(key, None)
         self._pod_problems.pop(key, None)
@@ -547,6 +555,7 @@ class Reconciler:
 
         try:
             deployment = await self._apply(worker, applied=applied, force_apply=force_apply)
+            await self._keep_budget(worker, force_apply=force_apply)
             missing = await self._missing_secrets(worker)
         except DeploymentConflict as exc:
             await self._publish(
@@ -703,6 +712,23 @@ class Reconciler:
             deployment_generation=_generation(result),
         )
         return result
+
+    async def _keep_budget(self, worker: WorkerSpec, *, force_apply: bool) -> None:
+        """Apply the worker's PodDisruptionBudget once per generation, and at every resync
+        (which forces the apply, so a budget changed by hand is put back)."""
+        done = (worker.uid, worker.generation)
+        if not force_apply and self._budgets.get(worker.key) == done:
+            return
+        try:
+            await self.api.apply_disruption_budget(build_disruption_budget(worker))
+        except Rejected as exc:  # e.g. another controller owns a budget of that name
+            await self.recorder.warning(
+                involved(worker.namespace, worker.name, worker.uid),
+                "DisruptionBudgetRejected",
+                f"the API server refused PodDisruptionBudget {disruption_budget_name(worker)}: "
+                f"{exc.message}",
+            )
+        self._budgets[worker.key] = done
 
     async def _missing_secrets(self, worker: WorkerSpec) -> list[str]:
         if not self.settings.check_secret_references or self._secret_check_forbidden:

@@ -18,9 +18,17 @@ from worker_operator.constants import (
     DEFAULTS,
     MAX_REPLICAS,
     MAX_SHUTDOWN_GRACE,
+    MIN_TMP_SIZE,
     RESERVED_POD_LABELS,
 )
-from worker_operator.crd import DURATION_PATTERN, IMAGE_PATTERN, MAX_DURATION, WORKER_PATTERN
+from worker_operator.crd import (
+    DURATION_PATTERN,
+    IMAGE_PATTERN,
+    MAX_DURATION,
+    QUANTITY_PATTERN,
+    WORKER_PATTERN,
+)
+from worker_operator.quantities import quantity_value
 from worker_runtime.cron import CronExpression
 from worker_runtime.durations import parse_duration
 from worker_runtime.redis_urls import carries_password, check_redis_url
@@ -131,6 +139,9 @@ class WorkerSpec:
     pod_labels: Mapping[str, str] = field(default_factory=dict)
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
     pod_security_context: Mapping[str, int] = field(default_factory=dict)
+    tmp_size_limit: str = DEFAULTS.tmp_size_limit
+    #: ``None``: no limit (``spec.podDisruptionBudget.enabled: false``).
+    max_unavailable: int | None = DEFAULTS.max_unavailable
 
     @property
     def key(self) -> tuple[str, str]:
@@ -174,6 +185,10 @@ def _required_str(data: Mapping[str, Any], key: str, path: str) -> str:
     if not value:
         raise SpecError(f"{path}.{key} is required")
     return value
+
+
+def _is_quantity(value: str | int) -> bool:
+    return re.fullmatch(QUANTITY_PATTERN, str(value)) is not None
 
 
 def _bool(data: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
@@ -420,6 +435,17 @@ def parse_worker(body: Mapping[str, Any]) -> WorkerSpec:
             "operator sets them from the spec"
         )
     security = _mapping(spec.get("podSecurityContext"), "spec.podSecurityContext")
+    budget = _mapping(spec.get("podDisruptionBudget"), "spec.podDisruptionBudget")
+    tmp_size = spec.get("tmpSizeLimit", DEFAULTS.tmp_size_limit)
+    if (
+        isinstance(tmp_size, bool)
+        or not isinstance(tmp_size, str | int)
+        or not _is_quantity(tmp_size)
+        or quantity_value(tmp_size) < quantity_value(MIN_TMP_SIZE)
+    ):
+        raise SpecError(
+            f"spec.tmpSizeLimit {tmp_size!r} must be a size of at least {MIN_TMP_SIZE}, e.g. 64Mi"
+        )
     resources = spec.get("resources")
     affinity = spec.get("affinity")
     node_selector = spec.get("nodeSelector")
@@ -461,4 +487,17 @@ def parse_worker(body: Mapping[str, Any]) -> WorkerSpec:
             for k, v in security.items()
             if k in ("runAsUser", "runAsGroup", "fsGroup") and isinstance(v, int)
         },
+        tmp_size_limit=str(tmp_size),
+        max_unavailable=(
+            _int(
+                budget,
+                "maxUnavailable",
+                "spec.podDisruptionBudget",
+                DEFAULTS.max_unavailable,
+                minimum=1,
+                maximum=MAX_REPLICAS,
+            )
+            if _bool(budget, "enabled", "spec.podDisruptionBudget", True)
+            else None
+        ),
     )

@@ -662,6 +662,52 @@ def test_deleting_the_worker_removes_its_deployment(
     assert get(kubectl, "deployment", "short-lived", namespace) is None
 
 
+def test_the_worker_pods_get_a_disruption_budget_that_follows_the_spec_and_goes_with_it(
+    kubectl: Tool, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(
+        kubectl,
+        worker_manifest(
+            "drained", namespace, replicas=3, redis={"url": "redis://redis.example:6379/0"}
+        ),
+    )
+
+    def budget(allowed: int) -> dict[str, Any] | None:
+        found = get(kubectl, "poddisruptionbudget", "drained", namespace)
+        status = (found or {}).get("status") or {}
+        return found if status.get("disruptionsAllowed") == allowed else None
+
+    # The disruption controller counts the Ready pods: 3 healthy, 1 may go.
+    first = wait_until(
+        lambda: budget(1), timeout=60, what="a budget allowing 1 disruption", details=operator.tail
+    )
+    assert first["spec"]["maxUnavailable"] == 1
+    assert first["metadata"]["ownerReferences"][0]["kind"] == "BackgroundWorker"
+    deployment = get(kubectl, "deployment", "drained", namespace)
+    assert deployment is not None
+    assert first["spec"]["selector"] == deployment["spec"]["selector"]
+
+    kubectl(
+        "patch", "bgw", "drained", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"podDisruptionBudget": {"maxUnavailable": 2}}}),
+    )  # fmt: skip
+    wait_until(lambda: budget(2), timeout=30, what="a budget allowing 2", details=operator.tail)
+
+    kubectl(
+        "patch", "bgw", "drained", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"podDisruptionBudget": {"enabled": False}}}),
+    )  # fmt: skip
+    unlimited = wait_until(lambda: budget(3), timeout=30, what="no limit", details=operator.tail)
+    assert unlimited["spec"]["maxUnavailable"] == "100%"
+
+    kubectl("delete", "bgw", "drained", "-n", namespace, "--wait=true")
+    wait_until(
+        lambda: get(kubectl, "poddisruptionbudget", "drained", namespace) is None,
+        timeout=30,
+        what="the garbage collector to delete the budget",
+    )
+
+
 def test_a_deployment_changed_or_deleted_by_hand_is_put_back_within_five_seconds(
     kubectl: Tool, namespace: str, operator: OperatorProcess
 ) -> None:

@@ -60,6 +60,7 @@ class FakeKubeApi:
         self.events: list[Body] = []
         self.status_patches: list[tuple[str, str, Body]] = []
         self.applies: list[Body] = []
+        self.budgets: dict[tuple[str, str], Body] = {}
         self.fail: dict[str, list[BaseException]] = {}
         self.list_pod_calls = 0
         self._version = 1000
@@ -133,6 +134,11 @@ class FakeKubeApi:
         stored["status"] = status
         self.deployments[key] = stored
         return copy.deepcopy(stored)
+
+    async def apply_disruption_budget(self, budget: Body) -> None:
+        self._maybe_fail("apply_disruption_budget")
+        meta = budget["metadata"]
+        self.budgets[(meta["namespace"], meta["name"])] = copy.deepcopy(budget)
 
     def roll_out(self, namespace: str, name: str, *, ready: int | None = None) -> Body:
         """Pretend the Deployment controller and kubelets finished the rollout."""

@@ -10,13 +10,14 @@ import pytest
 from tests.unit.operator.conftest import worker_body
 from worker_operator.builders import (
     build_deployment,
+    build_disruption_budget,
     build_event,
     container_env,
     image_version,
     selector_string,
 )
 from worker_operator.settings import OperatorSettings
-from worker_operator.spec import parse_worker
+from worker_operator.spec import SpecError, parse_worker
 
 SETTINGS = OperatorSettings()
 
@@ -181,7 +182,7 @@ def test_the_pods_are_restricted_by_default() -> None:
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
-    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
     assert pod["automountServiceAccountToken"] is False
     assert "serviceAccountName" not in pod
 
@@ -287,7 +288,8 @@ def test_placement_and_identity_overrides_reach_the_pod() -> None:
     assert pod["affinity"] == affinity
     assert pod["imagePullSecrets"] == [{"name": "registry"}]
     assert container["imagePullPolicy"] == "Always"
-    assert container["resources"]["limits"] == {"memory": "256Mi"}
+    assert container["resources"]["requests"]["cpu"] == "50m"
+    assert container["resources"]["limits"]["memory"] == "256Mi"
     assert container["envFrom"] == [{"configMapRef": {"name": "worker-config"}}]
     assert deployment["spec"]["template"]["metadata"]["annotations"]["example.com/owner"] == "admin"
 
@@ -338,3 +340,67 @@ def test_an_event_names_the_worker_and_the_reporting_operator() -> None:
     assert event["source"] == {"component": "tickwork-operator"}
     assert event["reportingInstance"] == "tickwork-operator-0"
     assert event["lastTimestamp"] == "2026-01-02T03:04:05Z"
+
+
+def _resources(deployment: dict[str, Any]) -> dict[str, Any]:
+    resources: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    return resources
+
+
+def test_the_pods_request_local_disk_and_are_limited_to_their_tmp_plus_room_for_logs() -> None:
+    resources = _resources(deployment_for())
+
+    assert resources == {
+        "requests": {"ephemeral-storage": "64Mi"},
+        "limits": {"ephemeral-storage": "192Mi"},
+    }
+
+
+def test_a_bigger_tmp_raises_the_local_disk_limit_with_it() -> None:
+    deployment = deployment_for(tmpSizeLimit="1Gi")
+
+    assert deployment["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
+    ]
+    assert _resources(deployment)["limits"] == {"ephemeral-storage": "1152Mi"}
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        {"limits": {"ephemeral-storage": "2Gi"}},
+        {"requests": {"ephemeral-storage": "10Mi"}},
+        {"requests": {"ephemeral-storage": "10Mi"}, "limits": {"ephemeral-storage": "20Mi"}},
+    ],
+)
+def test_local_disk_set_in_the_spec_is_kept_as_written(resources: dict[str, Any]) -> None:
+    assert _resources(deployment_for(resources=resources)) == resources
+
+
+@pytest.mark.parametrize("size", ["0", "512Ki", "-1Gi", "lots", True])
+def test_a_tmp_size_below_one_mebibyte_or_not_a_size_is_refused(size: object) -> None:
+    with pytest.raises(SpecError, match=r"spec\.tmpSizeLimit .* at least 1Mi"):
+        parse_worker(worker_body(tmpSizeLimit=size))
+
+
+def test_the_pods_get_a_disruption_budget_owned_by_the_worker() -> None:
+    worker = parse_worker(worker_body(replicas=3, redis={"url": "redis://redis:6379/0"}))
+    budget = build_disruption_budget(worker)
+
+    assert budget["apiVersion"] == "policy/v1"
+    assert (budget["metadata"]["name"], budget["metadata"]["namespace"]) == (
+        "passive-users",
+        "team-a",
+    )
+    assert budget["metadata"]["ownerReferences"][0]["uid"] == worker.uid
+    assert budget["spec"]["maxUnavailable"] == 1
+    deployment = build_deployment(worker, SETTINGS)
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+
+
+def test_the_disruption_budget_can_be_widened_or_turned_off() -> None:
+    wider = parse_worker(worker_body(podDisruptionBudget={"maxUnavailable": 2}))
+    off = parse_worker(worker_body(podDisruptionBudget={"enabled": False}))
+
+    assert build_disruption_budget(wider)["spec"]["maxUnavailable"] == 2
+    assert build_disruption_budget(off)["spec"]["maxUnavailable"] == "100%"
