@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from worker_operator.constants import (
+    ANNOTATION_ELECTION,
     API_VERSION,
     CONTAINER_NAME,
     DEFAULTS,
@@ -285,15 +286,18 @@ def build_deployment(worker: WorkerSpec, settings: OperatorSettings) -> dict[str
     template_metadata: dict[str, Any] = {"labels": {**worker.pod_labels, **labels}}
     if annotations:
         template_metadata["annotations"] = annotations
+    metadata: dict[str, Any] = {
+        "name": deployment_name(worker),
+        "namespace": worker.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(worker)],
+    }
+    if settings.election:
+        metadata["annotations"] = {ANNOTATION_ELECTION: settings.election}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            "name": deployment_name(worker),
-            "namespace": worker.namespace,
-            "labels": labels,
-            "ownerReferences": [owner_reference(worker)],
-        },
+        "metadata": metadata,
         "spec": {
             "replicas": worker.desired_replicas,
             "selector": {"matchLabels": selector_labels(worker.name)},

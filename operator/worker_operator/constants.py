@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "ANNOTATION_ELECTION",
     "API_VERSION",
     "CATEGORY",
     "CONTAINER_NAME",
@@ -69,6 +70,10 @@ RESERVED_POD_LABELS: Final = (
     LABEL_MANAGED_BY,
 )
 #: Bounds of spec fields (documented in the CRD and the README).
+#: On each Deployment: the leader election (``<lease namespace>/<lease name>``) of the
+#: operator that applied it (see ``elections.py``).
+ANNOTATION_ELECTION: Final = f"{GROUP}/election"
+
 MAX_REPLICAS: Final = 100
 MAX_SHUTDOWN_GRACE: Final = "1h"
 #: The smallest ``spec.tmpSizeLimit``.

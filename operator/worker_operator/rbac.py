@@ -43,6 +43,9 @@ def cluster_role_rules() -> list[Rule]:
         # Pod states explain a Degraded worker (image pull errors, missing Secrets).
         _rule("", ["pods"], ["list", "watch"]),
         _rule("", ["events"], ["create", "patch"]),
+        # Whether the operator whose election a Deployment names is alive (elections.py):
+        # read-only, any namespace, since that operator's Lease may live anywhere.
+        _rule("coordination.k8s.io", ["leases"], ["get"]),
     ]
 
 

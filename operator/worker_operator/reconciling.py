@@ -39,6 +39,7 @@ from worker_operator.builders import (
 )
 from worker_operator.conditions import Assessment, Problem, assess, pod_problem
 from worker_operator.constants import (
+    ANNOTATION_ELECTION,
     API_VERSION,
     FIELD_MANAGER,
     KIND,
@@ -46,6 +47,7 @@ from worker_operator.constants import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
 )
+from worker_operator.elections import ElectionWatch
 from worker_operator.kubeapi import (
     ApiError,
     Forbidden,
@@ -69,6 +71,7 @@ __all__ = [
     "Outcome",
     "ReconcileError",
     "Reconciler",
+    "ServedElsewhere",
     "Unavailable",
     "owner_name",
 ]
@@ -111,6 +114,17 @@ class Gone(ReconcileError):
 
     result = Result.SKIPPED
     permanent = True
+
+
+class ServedElsewhere(ReconcileError):
+    """Another operator, under another leader election that is alive, applied the
+    Deployment: leave the worker to it (and look again after ``delay_seconds``)."""
+
+    result = Result.CONFLICT
+
+    def __init__(self, message: str, *, delay_seconds: float) -> None:
+        super().__init__(message)
+        self.delay_seconds = delay_seconds
 
 
 class Unavailable(ReconcileError):
@@ -237,12 +251,14 @@ _DEPLOYMENT_METADATA = (
 
 
 def _compact_deployment(deployment: Mapping[str, Any]) -> dict[str, Any]:
-    """What the reconciler reads of a Deployment: identity, owners, status, foreign fields."""
+    """What the reconciler reads of a Deployment: identity, owners, status, foreign fields,
+    the election that applied it."""
     metadata = _meta(deployment)
     return {
         "metadata": copy.deepcopy({k: metadata[k] for k in _DEPLOYMENT_METADATA if k in metadata}),
         "status": copy.deepcopy(deployment.get("status") or {}),
         "foreign": foreign_fields(deployment, own_manager=FIELD_MANAGER),
+        "election": str((metadata.get("annotations") or {}).get(ANNOTATION_ELECTION) or ""),
     }
 
 
@@ -309,6 +325,10 @@ class Reconciler:
         self._deployments: dict[Key, dict[str, Any]] = {}
         self._pod_problems: dict[Key, dict[str, dict[str, Any]]] = {}
         self._conflict_watches: dict[Key, asyncio.Task[None]] = {}
+        self._served_elsewhere: set[Key] = set()
+        self._elections = ElectionWatch(
+            api, recheck_seconds=settings.retry_period_seconds, monotonic=monotonic
+        )
         self._group: asyncio.TaskGroup | None = None
         self._secret_check_forbidden = False
 
@@ -411,6 +431,7 @@ class Reconciler:
         """The resource is gone: drop everything known about it."""
         self._applied.pop(key, None)
         self._budgets.pop(key, None)
+        self._served_elsewhere.discard(key)
         self._workers.pop(key, None)
         self._deployments.pop(key, None)
         self._pod_problems.pop(key, None)
@@ -508,12 +529,18 @@ class Reconciler:
                 Backoff(initial_seconds=exc.delay_seconds, max_seconds=_MAX_RETRY_SECONDS),
             )
             log.warning("%s/%s: %s; retrying in %.0fs", *key, exc, delay)
+        except ServedElsewhere as exc:
+            self.queue.add_after(key, exc.delay_seconds)
+            if key not in self._served_elsewhere:  # said once, until it changes
+                self._served_elsewhere.add(key)
+                log.warning("%s/%s: %s", *key, exc)
         except Gone as exc:
             log.debug("%s/%s: skipped: %s", *key, exc)
         except ReconcileError as exc:
             log.info("%s/%s: %s", *key, exc)
         else:
             self.queue.reset(key, "error")
+            self._served_elsewhere.discard(key)
 
     async def _measured(
         self, trigger: str, body: Mapping[str, Any], *, force_apply: bool
@@ -629,10 +656,21 @@ class Reconciler:
                     "BackgroundWorker; delete or rename it",
                     resource_version=str(_meta(current).get("resourceVersion") or ""),
                 )
+        other = str((current or {}).get("election") or "")
+        taking_over = bool(self.settings.election and other and other != self.settings.election)
+        if taking_over and await self._elections.alive(other):
+            raise ServedElsewhere(
+                f"Deployment {worker.namespace}/{name} is kept by another tickwork operator "
+                f"(leader election {other}, alive); this one ({self.settings.election}) "
+                "leaves it alone. Run one operator per namespace, or give both the same "
+                "--lease-namespace and --lease-name",
+                delay_seconds=2 * self.settings.lease_duration_seconds,
+            )
         added = list((current or {}).get("foreign") or ())
         drifted = (
             current is None
             or adopting
+            or taking_over
             or bool(added)
             or (
                 applied is not None
@@ -663,6 +701,14 @@ class Reconciler:
         changed = current is None or _generation(result) != _generation(current)
         by_hand = applied is not None and applied.worker_generation == worker.generation
         about = involved(worker.namespace, worker.name, worker.uid)
+        if taking_over:
+            log.warning(
+                "%s/%s: took Deployment %s over from leader election %s (its Lease is no "
+                "longer renewed)",
+                *worker.key,
+                name,
+                other,
+            )
         if adopting:
             await self.recorder.normal(
                 about,

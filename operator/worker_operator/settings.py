@@ -109,5 +109,10 @@ class OperatorSettings:
             raise ValueError(f"log format {self.log_format!r} is not one of: text, json")
 
     @property
+    def election(self) -> str:
+        """``<lease namespace>/<lease name>``; empty without leader election."""
+        return f"{self.lease_namespace}/{self.lease_name}" if self.leader_election else ""
+
+    @property
     def clusterwide(self) -> bool:
         return not self.namespaces

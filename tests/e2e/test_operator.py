@@ -141,6 +141,7 @@ class OperatorProcess:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
+        self.lease_id = lease_id
         self.log_path = log_path
         self.args = [
             sys.executable,
@@ -326,6 +327,32 @@ def operator_account(
             "--wait=false",
         )
         kubectl("delete", "namespace", account.namespace, "--ignore-not-found", "--wait=false")
+
+
+def grant(
+    kubectl: Tool, account: OperatorAccount, namespace: str, name: str, rules: list[Any]
+) -> None:
+    """A Role ``name`` with ``rules`` in ``namespace``, bound to the operator's account."""
+    subject = {"kind": "ServiceAccount", "name": account.name, "namespace": account.namespace}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name, "namespace": namespace},
+        "rules": rules,
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [subject],
+    }
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding]}),
+    )
 
 
 @pytest.fixture
@@ -1104,41 +1131,7 @@ def test_a_missing_redis_secret_gives_degraded_and_a_warning_event(
     start_operator: Callable[..., OperatorProcess],
 ) -> None:
     # Only this test's operator may look up Secrets (metadata only), only in this namespace.
-    subject = {
-        "kind": "ServiceAccount",
-        "name": operator_account.name,
-        "namespace": operator_account.namespace,
-    }
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "List",
-                "items": [
-                    {
-                        "apiVersion": "rbac.authorization.k8s.io/v1",
-                        "kind": "Role",
-                        "metadata": {"name": "secret-check", "namespace": namespace},
-                        "rules": secret_check_rules(),
-                    },
-                    {
-                        "apiVersion": "rbac.authorization.k8s.io/v1",
-                        "kind": "RoleBinding",
-                        "metadata": {"name": "secret-check", "namespace": namespace},
-                        "roleRef": {
-                            "apiGroup": "rbac.authorization.k8s.io",
-                            "kind": "Role",
-                            "name": "secret-check",
-                        },
-                        "subjects": [subject],
-                    },
-                ],
-            }
-        ),
-    )
+    grant(kubectl, operator_account, namespace, "secret-check", secret_check_rules())
     operator = start_operator([namespace], extra_args=["--check-secret-references"])
     operator.wait_leading()
 
@@ -1399,6 +1392,53 @@ def test_only_one_of_two_operators_reconciles_and_the_other_takes_over(
     assert "tickwork_operator_reconciles_total{" not in follower_metrics
     assert "tickwork_operator_leader 1.0" in second.metrics()
     assert holder == second.identity
+
+
+def test_two_operators_under_different_leases_do_not_both_reconcile_a_worker(
+    kubectl: Tool,
+    namespace: str,
+    operator_account: OperatorAccount,
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    # A second install: the same rights, its Lease in another namespace (this test's).
+    grant(kubectl, operator_account, namespace, "second-election", leader_election_rules())
+    first = start_operator([namespace]).wait_leading()
+    apply(kubectl, worker_manifest("contested", namespace))
+    wait_until(
+        lambda: is_ready(kubectl, "contested", namespace),
+        timeout=30,
+        what="Ready",
+        details=first.tail,
+    )
+    second = start_operator(
+        [namespace], extra_args=[f"--leader-election-namespace={namespace}"]
+    ).wait_leading()
+    change_period(kubectl, first, "contested", namespace, "3m", timeout=10)
+    wait_until(
+        lambda: 'result="conflict"' in second.metrics(),
+        timeout=20,
+        what="the second operator to stand aside",
+        details=second.tail,
+    )
+    deployment = get(kubectl, "deployment", "contested", namespace)
+    assert deployment is not None
+    election = deployment["metadata"]["annotations"]["tickwork.dev/election"]
+    assert election == f"{_lease_namespace(first)}/{first.lease_id}"
+    assert "kept by another tickwork operator" in second.tail()
+    assert 'result="success"' not in second.metrics()
+
+    # The first install goes: the second takes the worker over once its Lease stops.
+    first.kill()
+    change_period(kubectl, second, "contested", namespace, "4m", timeout=40)
+    taken = get(kubectl, "deployment", "contested", namespace)
+    assert taken is not None
+    assert taken["metadata"]["annotations"]["tickwork.dev/election"] == (
+        f"{namespace}/{second.lease_id}"
+    )
+    created = [
+        e for e in events_for(kubectl, "contested", namespace) if e["reason"] == "DeploymentCreated"
+    ]
+    assert len(created) == 1
 
 
 def _lease_namespace(process: OperatorProcess) -> str:
