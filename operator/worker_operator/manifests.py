@@ -15,7 +15,9 @@ from typing import Any
 import yaml
 
 from worker_operator.constants import CRD_NAME
-from worker_operator.crd import QUANTITY_PATTERN, build_crd, choices_of, required_of
+from worker_operator.crd import build_crd
+from worker_operator.pod_types import QUANTITY_PATTERN
+from worker_operator.schemas import choices_of, required_of
 
 __all__ = [
     "CRD_FILES",

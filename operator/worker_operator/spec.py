@@ -25,9 +25,9 @@ from worker_operator.crd import (
     DURATION_PATTERN,
     IMAGE_PATTERN,
     MAX_DURATION,
-    QUANTITY_PATTERN,
     WORKER_PATTERN,
 )
+from worker_operator.pod_types import QUANTITY_PATTERN
 from worker_operator.quantities import quantity_value
 from worker_runtime.cron import CronExpression
 from worker_runtime.durations import parse_duration
