@@ -317,12 +317,11 @@ def disruption_budget_name(worker: WorkerSpec) -> str:
 
 
 def build_disruption_budget(worker: WorkerSpec) -> dict[str, Any]:
-    """The PodDisruptionBudget of the worker's pods.
+    """The PodDisruptionBudget of the worker's pods (applied when it has replicas > 1).
 
     A voluntary disruption (a node drain) takes down at most ``maxUnavailable`` pods at once,
-    so it never takes every replica of a worker together; one replica alone may always be
-    evicted (nothing blocks the drain). Turned off in the spec, the budget stays with no
-    limit (``100%``): the operator deletes nothing.
+    so it never takes every replica of a worker together. Turned off in the spec, the budget
+    stays with no limit (``100%``): the operator deletes nothing.
     """
     limit: int | str = "100%" if worker.max_unavailable is None else worker.max_unavailable
     return {

@@ -541,8 +541,9 @@ def _spec() -> Schema:
                 ],
             ),
             "podDisruptionBudget": obj(
-                "The PodDisruptionBudget the operator keeps for the worker's pods: a node "
-                "drain evicts at most maxUnavailable of them at once.",
+                "The PodDisruptionBudget the operator keeps for the pods of a worker with "
+                "more than one replica: a node drain evicts at most maxUnavailable of them "
+                "at once.",
                 {
                     "enabled": boolean(
                         "Limit evictions (false: the budget stays, with no limit).",

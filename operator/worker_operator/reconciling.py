@@ -760,9 +760,13 @@ class Reconciler:
         return result
 
     async def _keep_budget(self, worker: WorkerSpec, *, force_apply: bool) -> None:
-        """Apply the worker's PodDisruptionBudget once per generation, and at every resync
-        (which forces the apply, so a budget changed by hand is put back)."""
+        """Apply the PodDisruptionBudget of a worker with more than one replica, once per
+        generation and at every resync (which forces the apply, so a budget changed by hand
+        is put back). One replica needs none: a budget could not keep it up in a drain. A
+        budget left from more replicas stays and allows that one pod's eviction."""
         done = (worker.uid, worker.generation)
+        if worker.desired_replicas <= 1:
+            return
         if not force_apply and self._budgets.get(worker.key) == done:
             return
         try:

@@ -692,6 +692,13 @@ def test_deleting_the_worker_removes_its_deployment(
 def test_the_worker_pods_get_a_disruption_budget_that_follows_the_spec_and_goes_with_it(
     kubectl: Tool, namespace: str, operator: OperatorProcess
 ) -> None:
+    apply(kubectl, worker_manifest("single", namespace))
+    wait_until(
+        lambda: is_ready(kubectl, "single", namespace),
+        timeout=30,
+        what="the single-replica worker Ready",
+        details=operator.tail,
+    )
     apply(
         kubectl,
         worker_manifest(
@@ -710,6 +717,8 @@ def test_the_worker_pods_get_a_disruption_budget_that_follows_the_spec_and_goes_
     )
     assert first["spec"]["maxUnavailable"] == 1
     assert first["metadata"]["ownerReferences"][0]["kind"] == "BackgroundWorker"
+    # One replica needs no budget (none could keep it up through a drain).
+    assert get(kubectl, "poddisruptionbudget", "single", namespace) is None
     deployment = get(kubectl, "deployment", "drained", namespace)
     assert deployment is not None
     assert first["spec"]["selector"] == deployment["spec"]["selector"]
