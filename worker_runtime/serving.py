@@ -19,11 +19,14 @@ from prometheus_client.registry import Collector
 
 from worker_runtime.metrics import LOOP_STALL_SECONDS, Metrics
 
-__all__ = ["HealthServer", "LoopLagMonitor", "render_metrics"]
+__all__ = ["STATUS_PATH", "HealthServer", "LoopLagMonitor", "render_metrics"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Where the status document (``worker_runtime.status``) is served.
+STATUS_PATH = "/status"
 
 Check = Callable[[], Awaitable[tuple[bool, str]]]
 #: Builds the JSON body of ``/status`` (``worker_runtime.status``); raises when it cannot.
@@ -246,7 +249,7 @@ class HealthServer:
                 query=query,
             )
             return "200 OK", metric_headers, body
-        if target == "/status" and self._status is not None:
+        if target == STATUS_PATH and self._status is not None:
             return await self._status_response(self._status)
         if target in ("/healthz", "/livez"):
             ok, text = await self._ask(self._live)
