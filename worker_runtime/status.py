@@ -38,22 +38,26 @@ from worker_runtime.scheduling import Schedule, ScheduleState, plan_next
 __all__ = [
     "STATUS_DOCUMENT_VERSION",
     "StatusDocument",
+    "decoded",
     "holder_of",
     "print_status",
     "read_status",
     "render_status_document",
+    "text",
 ]
 
 #: Bumped when a field of the status document changes meaning or goes away.
 STATUS_DOCUMENT_VERSION = 1
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A Redis reply as text."""
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _decoded(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in raw.items()}
+def decoded(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """A Redis hash as text."""
+    return {text(k): text(v) for k, v in raw.items()}
 
 
 def holder_of(owner: str) -> str:
@@ -70,7 +74,7 @@ async def _read_records(client: Any, names: Sequence[str]) -> list[tuple[dict[st
         pipe.hgetall(keys.schedule)
         pipe.hgetall(keys.lease)
     raw = await pipe.execute()
-    return [tuple(_decoded(part) for part in raw[i : i + 3]) for i in range(0, len(raw), 3)]
+    return [tuple(decoded(part) for part in raw[i : i + 3]) for i in range(0, len(raw), 3)]
 
 
 # ------------------------------------------------------------------ the status document

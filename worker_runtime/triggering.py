@@ -31,7 +31,8 @@ from worker_runtime.keys import WorkerKeys
 from worker_runtime.leases import LeaseBackend
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.outcomes import FINISHED_OUTCOMES, Outcome
-from worker_runtime.redis_leases import REDIS_ERRORS, RedisLeases, check_redis_url, connect
+from worker_runtime.redis_leases import REDIS_ERRORS, RedisLeases, connect
+from worker_runtime.status import decoded, text
 
 __all__ = [
     "MANUAL",
@@ -185,7 +186,7 @@ class ManualTrigger:
         )
         if not result:
             return None
-        self._claimed = _text(result[1])
+        self._claimed = text(result[1])
         return float(result[0])
 
     async def finished(self, outcome: Outcome) -> None:
@@ -223,7 +224,7 @@ async def request_trigger(url: str, *, password: str | None, worker: str) -> Tri
         )
     finally:
         await client.aclose()
-    code, request_id = int(answer[0]), _text(answer[1])
+    code, request_id = int(answer[0]), text(answer[1])
     if code == 0:
         raise TriggerRefused(
             f"no replica of worker {worker!r} holds its lease: it is suspended, scaled to "
@@ -242,7 +243,7 @@ async def wait_for_run(
         async with asyncio.timeout(wait_seconds):
             while True:
                 raw = await client.hgetall(keys.status)
-                status = {_text(k): _text(v) for k, v in raw.items()}
+                status = decoded(raw)
                 if status.get("trigger_id") == request.id and status.get("triggered_outcome"):
                     return status
                 await asyncio.sleep(0.2)
@@ -252,19 +253,11 @@ async def wait_for_run(
         await client.aclose()
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def run_trigger_command(
     url: str, *, password: str | None, worker: str, wait_seconds: float
 ) -> int:
-    """``tickwork trigger``: the exit code (0 requested/ran, 1 refused or failed, 2 usage)."""
-    try:
-        check_redis_url(url)
-    except ValueError as exc:
-        print(f"tickwork: error: {exc}", file=sys.stderr)
-        return 2
+    """``tickwork trigger`` with a checked URL: the exit code (0 requested or ran, 1 refused
+    or failed)."""
     try:
         request = await request_trigger(url, password=password, worker=worker)
     except TriggerRefused as exc:
