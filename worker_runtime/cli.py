@@ -90,6 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--redis-url", default=None, help="[env TICKWORK_REDIS_URL]")
     status.add_argument("--redis-password-file", default=None)
     status.add_argument("--json", action="store_true", help="print JSON")
+    trigger = sub.add_parser(
+        "trigger", help="ask the lease holder to run one extra slot now (Redis leases)"
+    )
+    trigger.add_argument(
+        "worker",
+        nargs="?",
+        help="the worker's name (default: $TICKWORK_NAME; in a worker pod the "
+        "BackgroundWorker's name works too)",
+    )
+    trigger.add_argument("--redis-url", default=None, help="[env TICKWORK_REDIS_URL]")
+    trigger.add_argument("--redis-password-file", default=None)
+    trigger.add_argument(
+        "--wait",
+        default="60s",
+        help="wait this long for the run to end and print its outcome (0: do not wait)",
+    )
     return parser
 
 
@@ -228,20 +244,56 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise UsageError(str(exc)) from None
 
 
-def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from worker_runtime.status import print_status
-
-    inputs = _Inputs(args, env)
+def _redis_of(command: str, inputs: _Inputs, env: Mapping[str, str]) -> tuple[str, str | None]:
+    """The Redis URL and password of ``tickwork status`` / ``trigger`` (UsageError if bad)."""
     url_what = inputs.source("redis-url")
     url = inputs.parse("redis-url", lambda v: check_redis_url(v, what=url_what))
     if not url:
-        raise UsageError("tickwork status needs --redis-url or TICKWORK_REDIS_URL")
+        raise UsageError(f"tickwork {command} needs --redis-url or TICKWORK_REDIS_URL")
     try:
         password = read_password(env, inputs.get("redis-password-file"))
     except ValueError as exc:
         raise UsageError(f"{inputs.source('redis-password-file')}: {exc}") from None
+    return url, password
+
+
+def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from worker_runtime.status import print_status
+
+    url, password = _redis_of("status", _Inputs(args, env), env)
     code: int = asyncio.run(
         print_status(url, password=password, worker=args.worker, as_json=args.json)
+    )
+    return code
+
+
+def trigger_target(given: str | None, env: Mapping[str, str]) -> str:
+    """The worker ``tickwork trigger`` means: the given name, or ``$TICKWORK_NAME``; in a
+    worker pod (``$TICKWORK_NAME`` is ``<namespace>.<name>``) the BackgroundWorker's bare name
+    means that worker, so ``kubectl exec deploy/NAME -- tickwork trigger NAME`` works."""
+    own = env.get(env_name("name")) or ""
+    if given is None:
+        if not own:
+            raise UsageError("tickwork trigger needs a worker name (or TICKWORK_NAME)")
+        return own
+    if not given.strip():
+        raise UsageError("worker name '' is empty; expected a worker's name")
+    if own and "." in own and own.split(".", 1)[1] == given:
+        return own
+    return given
+
+
+def _trigger(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from worker_runtime.triggering import run_trigger_command
+
+    worker = trigger_target(args.worker, env)
+    try:
+        wait_seconds = parse_duration(args.wait, what="--wait") if args.wait != "0" else 0.0
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    url, password = _redis_of("trigger", _Inputs(args, env), env)
+    code: int = asyncio.run(
+        run_trigger_command(url, password=password, worker=worker, wait_seconds=wait_seconds)
     )
     return code
 
@@ -255,6 +307,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return _run(args, environment)
         if args.command == "status":
             return _status(args, environment)
+        if args.command == "trigger":
+            return _trigger(args, environment)
         parser.print_help()
         return EXIT_USAGE
     except UsageError as exc:

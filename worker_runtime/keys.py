@@ -12,7 +12,11 @@ key                            type    content
                                        ``last_token`` (the token that claimed ``last_slot``)
 ``tickwork:{W}:status``        hash    the latest run: ``slot``, ``started_at``,
                                        ``ended_at``, ``outcome``, ``replica_id``,
-                                       ``fencing_token``, ``last_success_at``
+                                       ``fencing_token``, ``last_success_at``; after a
+                                       manual trigger also ``triggered_slot``,
+                                       ``trigger_id`` (``triggering.py``)
+``tickwork:{W}:trigger``       hash    a pending ``tickwork trigger``: ``id``,
+                                       ``requested_at``; PX = ``TRIGGER_TTL_SECONDS``
 =============================  ======  ===================================================
 """
 
@@ -49,6 +53,10 @@ class WorkerKeys:
     @property
     def status(self) -> str:
         return self._key("status")
+
+    @property
+    def trigger(self) -> str:
+        return self._key("trigger")
 
 
 def worker_from_status_key(key: str) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from worker_runtime.outcomes import ClaimResult, Outcome
@@ -53,6 +54,8 @@ class LeaseBackend(ABC):
     """Lease and schedule-state I/O for one worker."""
 
     worker: str
+    #: Called when a renewal reports a pending ``tickwork trigger`` (triggering.py).
+    on_trigger: Callable[[], None] | None = None
 
     @abstractmethod
     async def acquire(self, owner: str, ttl_seconds: float) -> int | None:

@@ -14,6 +14,7 @@ from worker_runtime.leases import InProcessLeases, LeaseProvider
 from worker_runtime.leasing import ErrorLog, LeaseKeeper, LeaseTiming
 from worker_runtime.metrics import Metrics
 from worker_runtime.running import Shutdown, WorkerRunner
+from worker_runtime.triggering import ManualTrigger
 from worker_runtime.worker import PeriodicWorker
 
 __all__ = ["ManagerOptions", "WorkerManager"]
@@ -106,6 +107,10 @@ class WorkerManager:
             replica_id=self.options.replica_id,
             shutdown=shutdown,
             clock=self._clock,
+            # tickwork trigger (triggering.py): Redis leases only.
+            manual=ManualTrigger.attach(
+                self.leases, backend, worker=worker.name, registry=self.metrics.registry
+            ),
         )
         self._runners[worker.name] = runner
         log.info("added worker %r: %s", worker.name, schedule.describe())

@@ -39,6 +39,7 @@ from worker_runtime.logs import configure_logging
 from worker_runtime.manager import ManagerOptions, WorkerManager
 from worker_runtime.metrics import Metrics
 from worker_runtime.serving import HealthServer, LoopLagMonitor
+from worker_runtime.status import StatusDocument, render_status_document
 from worker_runtime.worker import PeriodicWorker
 
 __all__ = ["StartupError", "build_workers", "run"]
@@ -140,9 +141,16 @@ async def _serve(settings: RuntimeSettings) -> int:
         check = checks.get("ready")
         return await check() if check is not None else (False, "starting")
 
+    documents: list[StatusDocument] = []
+
+    async def status() -> bytes:
+        if not documents:
+            raise RuntimeError("the workers are starting")
+        return render_status_document(await documents[0].build())
+
     server: HealthServer | None = None
     if settings.metrics_port:
-        server = HealthServer(registry=registry, live=live, ready=ready)
+        server = HealthServer(registry=registry, live=live, ready=ready, status=status)
         try:
             await server.start(settings.metrics_host, settings.metrics_port)
         except OSError as exc:
@@ -197,6 +205,13 @@ async def _serve(settings: RuntimeSettings) -> int:
             return True, "ok"
 
         checks["ready"] = ready_now
+        documents.append(
+            StatusDocument(
+                schedules={worker.name: worker.schedule for worker in workers},
+                leases=leases,
+                replica_id=settings.replica_id,
+            )
+        )
         return await _until_signalled(manager, lag)
     finally:
         if server is not None:

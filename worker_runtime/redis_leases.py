@@ -63,13 +63,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return token
 """
 
-# KEYS[1] lease hash
+# KEYS[1] lease hash, KEYS[2] trigger hash (triggering.py)
 # ARGV[1] owner, ARGV[2] TTL in milliseconds
-# Returns 1 when renewed, 0 when the caller does not hold the lease.
+# Returns 1 when renewed, 2 when renewed and a `tickwork trigger` is pending, 0 when the
+# caller does not hold the lease.
 _RENEW = """
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+  return 1 + redis.call('EXISTS', KEYS[2])
 end
 return 0
 """
@@ -168,9 +169,13 @@ class _RedisLease(LeaseBackend):
         return None if token is None else int(token)
 
     async def renew(self, owner: str, ttl_seconds: float) -> bool:
-        return bool(
-            await self._p.renew_script(keys=[self._keys.lease], args=[owner, _ms(ttl_seconds)])
+        result = await self._p.renew_script(
+            keys=[self._keys.lease, self._keys.trigger], args=[owner, _ms(ttl_seconds)]
         )
+        # --- tickwork trigger hook (triggering.py): the renewal also says one is pending.
+        if result == 2 and self.on_trigger is not None:
+            self.on_trigger()
+        return bool(result)
 
     async def release(self, owner: str) -> bool:
         return bool(await self._p.release_script(keys=[self._keys.lease], args=[owner]))

@@ -19,6 +19,7 @@ from worker_runtime.leasing import LeaseKeeper, Term
 from worker_runtime.metrics import WorkerMetrics
 from worker_runtime.outcomes import ClaimResult, Outcome
 from worker_runtime.scheduling import Misfire, Plan, ScheduleState, SkipReason, plan_next
+from worker_runtime.triggering import ManualTrigger
 from worker_runtime.waiting import wait_any
 from worker_runtime.worker import PeriodicWorker
 
@@ -62,6 +63,7 @@ class WorkerRunner:
         replica_id: str,
         shutdown: Shutdown,
         clock: Callable[[], float],
+        manual: ManualTrigger | None = None,
     ) -> None:
         self.worker = worker
         self.schedule = worker.schedule
@@ -77,6 +79,9 @@ class WorkerRunner:
         # that waiting for "any of them, or a timeout" needs no helper tasks (per tick).
         self._wake = asyncio.Event()
         shutdown.watchers.append(self._wake)
+        self._manual = manual
+        if manual is not None:
+            manual.wakes(self._wake)
 
     @property
     def keeper(self) -> LeaseKeeper:
@@ -152,10 +157,19 @@ class WorkerRunner:
             self._wm.next_scheduled.set(plan.slot)
             delay = plan.slot + jitter - self._clock()
             # The keeper ends the term at its deadline if no renewal is confirmed by then.
-            if delay > 0 and await self._nap(term, delay):
+            triggered = self._manual is not None and self._manual.pending
+            if delay > 0 and not triggered and await self._nap(term, delay):
                 return
             if not self._keeper.check(term):
                 return
+            # --- tickwork trigger hook (triggering.py): a renewal noticed a request.
+            if self._manual is not None and self._manual.pending:
+                ran = await self._run_manual(term, plan, state, tg)
+                if ran is not None:
+                    state, resumed = ran, False
+                continue
+            if plan.slot + jitter - self._clock() > CLOCK_TOLERANCE_SECONDS:
+                continue  # woken early (by a trigger that was taken up meanwhile): not due
             started_at = self._clock()
             result = await self._keeper.claim(
                 term,
@@ -217,6 +231,34 @@ class WorkerRunner:
             state = ScheduleState(anchor=plan.anchor, last_slot=plan.slot, last_end=ended_at)
             resumed = False
 
+    async def _run_manual(
+        self, term: Term, plan: Plan, state: ScheduleState, tg: asyncio.TaskGroup
+    ) -> ScheduleState | None:
+        """Claim and run the manual slot of a ``tickwork trigger`` (triggering.py); the new
+        state, or ``None`` when there was nothing to run."""
+        assert self._manual is not None
+        try:
+            async with asyncio.timeout(self._keeper.timing.op_timeout_seconds * 2):
+                slot = await self._manual.claim(
+                    owner=self._keeper.owner,
+                    anchor=plan.anchor,
+                    token=term.token,
+                    replica_id=self._replica_id,
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # unconfirmed: not run ("at most once"), like any slot
+            log.warning(
+                "worker %r: the triggered run could not be claimed: %s", self.worker.name, exc
+            )
+            return None
+        if slot is None:
+            return None
+        log.info("worker %r: running the triggered slot %s", self.worker.name, _iso(slot))
+        manual = Plan(slot=slot, anchor=plan.anchor)
+        ended_at = await self._run_tick(term, manual, 0.0, self._clock(), tg, manual=True)
+        return ScheduleState(anchor=plan.anchor, last_slot=slot, last_end=ended_at)
+
     def _corrected(self, state: ScheduleState) -> ScheduleState:
         """The recorded state, with a last run ahead of the lease server's clock (claimed by a
         replica whose clock was ahead) moved back to now, so that no replica waits for it."""
@@ -247,7 +289,14 @@ class WorkerRunner:
         return slot + schedule.late_tolerance_seconds
 
     async def _run_tick(
-        self, term: Term, plan: Plan, jitter: float, started_at: float, tg: asyncio.TaskGroup
+        self,
+        term: Term,
+        plan: Plan,
+        jitter: float,
+        started_at: float,
+        tg: asyncio.TaskGroup,
+        *,
+        manual: bool = False,
     ) -> float:
         """Run one claimed slot, supervised, and record it; when it ended (wall clock)."""
         self._ticks += 1
@@ -277,6 +326,8 @@ class WorkerRunner:
         ended_at = self._clock()
         self._wm.tick_finished(outcome, duration=loop.time() - started, ended_at=ended_at)
         await self._record(term, plan, started_at, ended_at, outcome)
+        if manual and self._manual is not None:
+            await self._manual.finished(outcome)
         return ended_at
 
     async def _execute(self, ctx: TickContext, container: svcs.Container) -> Outcome:

@@ -1,5 +1,5 @@
-"""``/metrics``, ``/healthz`` and ``/readyz`` on one small asyncio HTTP server of its own
-thread, and the event-loop lag monitor behind ``/healthz``."""
+"""``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` on one small asyncio HTTP server of
+its own thread, and the event-loop lag monitor behind ``/healthz``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
@@ -18,11 +19,18 @@ from prometheus_client.registry import Collector
 
 from worker_runtime.metrics import LOOP_STALL_SECONDS, Metrics
 
-__all__ = ["HealthServer", "LoopLagMonitor", "render_metrics"]
+__all__ = ["STATUS_PATH", "HealthServer", "LoopLagMonitor", "render_metrics"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+#: Where the status document (``worker_runtime.status``) is served.
+STATUS_PATH = "/status"
+
 Check = Callable[[], Awaitable[tuple[bool, str]]]
+#: Builds the JSON body of ``/status`` (``worker_runtime.status``); raises when it cannot.
+StatusBody = Callable[[], Awaitable[bytes]]
 # Longest request head read before the connection is dropped (a scrape's is ~200 bytes).
 _MAX_HEADER_LINES = 100
 
@@ -123,11 +131,12 @@ class LoopLagMonitor:
 
 
 class HealthServer:
-    """Serves GET ``/metrics``, ``/healthz`` and ``/readyz``; anything else is 404.
+    """Serves GET ``/metrics``, ``/healthz``, ``/readyz`` and ``/status``; anything else is 404.
 
     The server runs on its own thread and event loop, so it answers while the main loop is
-    blocked: ``/metrics`` as usual, ``/healthz`` and ``/readyz`` with 503 once their check
-    (run on the main loop) has not answered within ``check_timeout_seconds``.
+    blocked: ``/metrics`` as usual, ``/healthz``, ``/readyz`` and ``/status`` with 503 once
+    their check or document (built on the main loop) has not answered within
+    ``check_timeout_seconds``. ``/status`` is 404 when the server was given no ``status``.
     """
 
     def __init__(
@@ -136,11 +145,13 @@ class HealthServer:
         registry: CollectorRegistry,
         live: Check,
         ready: Check,
+        status: StatusBody | None = None,
         check_timeout_seconds: float = 2.0,
     ) -> None:
         self._registry = registry
         self._live = live
         self._ready = ready
+        self._status = status
         self._check_timeout = check_timeout_seconds
         self._socket: socket.socket | None = None
         self._main: asyncio.AbstractEventLoop | None = None
@@ -238,6 +249,8 @@ class HealthServer:
                 query=query,
             )
             return "200 OK", metric_headers, body
+        if target == STATUS_PATH and self._status is not None:
+            return await self._status_response(self._status)
         if target in ("/healthz", "/livez"):
             ok, text = await self._ask(self._live)
         elif target == "/readyz":
@@ -249,17 +262,36 @@ class HealthServer:
 
     async def _ask(self, check: Check) -> tuple[bool, str]:
         """Run ``check`` on the main loop; a loop that does not answer in time is unhealthy."""
+        try:
+            return await self._on_main_loop(check)
+        except TimeoutError:
+            return False, (
+                f"the event loop did not answer within {self._check_timeout:g}s (it is blocked)"
+            )
+
+    async def _status_response(self, build: StatusBody) -> tuple[str, list[tuple[str, str]], bytes]:
+        try:
+            body = await self._on_main_loop(build)
+        except TimeoutError:
+            why = f"the status was not read within {self._check_timeout:g}s"
+        except Exception as exc:  # the backend failed: say so, the caller tries another replica
+            why = f"cannot read the status: {type(exc).__name__}: {exc}"
+        else:
+            return "200 OK", [("Content-Type", "application/json")], body
+        plain = [("Content-Type", "text/plain; charset=utf-8")]
+        return "503 Service Unavailable", plain, (why + "\n").encode()
+
+    async def _on_main_loop(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` run on the main loop, within ``check_timeout_seconds`` (else TimeoutError)."""
         assert self._main is not None
-        future = asyncio.run_coroutine_threadsafe(_call(check), self._main)
+        future = asyncio.run_coroutine_threadsafe(_call(call), self._main)
         try:
             async with asyncio.timeout(self._check_timeout):
                 return await asyncio.wrap_future(future)
         except TimeoutError:
             future.cancel()
-            return False, (
-                f"the event loop did not answer within {self._check_timeout:g}s (it is blocked)"
-            )
+            raise
 
 
-async def _call(check: Check) -> tuple[bool, str]:
-    return await check()
+async def _call(call: Callable[[], Awaitable[T]]) -> T:
+    return await call()

@@ -80,6 +80,24 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the longest wait between two looks at a Degraded worker",
     )
     parser.add_argument(
+        "--status-refresh",
+        type=_duration,
+        default="30s",
+        help="read a worker's status document from one of its Ready pods at least this often",
+    )
+    parser.add_argument(
+        "--status-timeout",
+        type=_duration,
+        default="2s",
+        help="give up one read of a pod's status document after this long",
+    )
+    parser.add_argument(
+        "--status-backoff-max",
+        type=_duration,
+        default="5m",
+        help="the longest wait before asking pods that did not answer again",
+    )
+    parser.add_argument(
         "--progress-deadline",
         type=_duration,
         default="10m",
@@ -136,6 +154,9 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> tuple[OperatorSet
             resync_interval_seconds=args.resync_interval,
             degraded_recheck_seconds=args.degraded_recheck,
             degraded_recheck_max_seconds=args.degraded_recheck_max,
+            status_refresh_seconds=args.status_refresh,
+            status_timeout_seconds=args.status_timeout,
+            status_backoff_max_seconds=args.status_backoff_max,
             progress_deadline_seconds=max(1, round(args.progress_deadline)),
             check_secret_references=args.check_secret_references,
             leader_election=args.leader_election,

@@ -4,13 +4,17 @@
 ``Progressing``: a rollout or scaling is under way.
 ``Degraded``: something needs a human: a spec the operator cannot run, a missing Secret, an
 image that cannot be pulled, a crash loop, a rollout past its deadline.
+
+What the worker is doing (``lastScheduleTime`` ... ``fencingToken``) comes from a Ready pod's
+status document (``observed_fields``); a run that ends badly after one that did not posts a
+``RunFailed`` Warning, and a success after failures a ``RunRecovered`` Normal Event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from worker_operator.builders import deployment_name, selector_string
@@ -25,6 +29,7 @@ __all__ = [
     "deployment_problem",
     "format_time",
     "merge_conditions",
+    "observed_fields",
     "pod_problem",
 ]
 
@@ -71,6 +76,69 @@ class Assessment:
 
 def format_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+#: status field ← the status document's field (times are cut to whole seconds, as metav1.Time).
+_OBSERVED_TIMES = (
+    "lastScheduleTime",
+    "lastRunTime",
+    "lastSuccessfulTime",
+    "nextScheduleTime",
+)
+#: Outcomes of a run that did not do its work (see worker_runtime.outcomes).
+BAD_OUTCOMES = frozenset({"failure", "timeout", "lease_lost"})
+
+
+def _whole_seconds(value: object) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return format_time(moment.astimezone(UTC))
+
+
+def observed_fields(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``status`` fields of one worker's entry in a status document (``None`` clears)."""
+    fields: dict[str, Any] = {name: _whole_seconds(entry.get(name)) for name in _OBSERVED_TIMES}
+    outcome = entry.get("lastOutcome")
+    fields["lastOutcome"] = outcome if isinstance(outcome, str) and outcome else None
+    holder = entry.get("leaseHolder")
+    fields["leaseHolder"] = holder if isinstance(holder, str) and holder else None
+    token = entry.get("fencingToken")
+    fields["fencingToken"] = token if isinstance(token, int) and token > 0 else None
+    return fields
+
+
+def _run_events(
+    previous: Mapping[str, Any], observed: Mapping[str, Any]
+) -> tuple[EventIntent, ...]:
+    outcome = observed.get("lastOutcome")
+    if outcome is None or observed.get("lastRunTime") == previous.get("lastRunTime"):
+        return ()
+    was_bad = previous.get("lastOutcome") in BAD_OUTCOMES
+    if outcome in BAD_OUTCOMES and not was_bad:
+        return (
+            EventIntent(
+                "Warning",
+                "RunFailed",
+                f"the run started at {observed.get('lastRunTime')} (fencing token "
+                f"{observed.get('fencingToken')}, on {observed.get('leaseHolder') or 'a replica'})"
+                f" ended with {outcome}; see that pod's log",
+            ),
+        )
+    if outcome == "success" and was_bad:
+        return (
+            EventIntent(
+                "Normal",
+                "RunRecovered",
+                f"the run started at {observed.get('lastRunTime')} succeeded after failed runs",
+            ),
+        )
+    return ()
 
 
 def _condition_status(conditions: Iterable[Mapping[str, Any]], kind: str) -> str | None:
@@ -203,13 +271,16 @@ def assess(
     pods: Sequence[Mapping[str, Any]] = (),
     problem: Problem | None = None,
     missing_secrets: Sequence[str] = (),
+    observed: Mapping[str, Any] | None = None,
 ) -> Assessment:
     """The status of one worker.
 
     ``problem`` is a failure of the operator's own step (``InvalidSpec``,
     ``DeploymentConflict``, ``DeploymentRejected``); then ``worker`` may be ``None`` and
     ``deployment`` is ignored. ``missing_secrets`` are messages about referenced Secrets that
-    do not exist. ``now`` stamps changed conditions.
+    do not exist. ``observed`` is the worker's entry in a pod's status document, ``None``
+    when none could be read (the fields already in status are then left as they are).
+    ``now`` stamps changed conditions.
     """
     previous = list(previous_status.get("conditions") or ())
     status: dict[str, Any] = {"observedGeneration": generation}
@@ -320,7 +391,15 @@ def assess(
     else:
         degraded = _condition(DEGRADED, False, "AsExpected", "no problems found", generation)
     status["conditions"] = merge_conditions(previous, [ready, progressing, degraded], now=now)
-    return Assessment(status=status, events=_events(previous, status["conditions"]))
+    events = _events(previous, status["conditions"])
+    if observed is not None:
+        fields = observed_fields(observed)
+        status.update(fields)
+        events += _run_events(previous_status, fields)
+    elif counts["readyReplicas"] == 0:
+        # No replica runs it: nobody holds the lease and nothing is planned; the history stays.
+        status.update({"leaseHolder": None, "nextScheduleTime": None})
+    return Assessment(status=status, events=events)
 
 
 def _degradation(

@@ -32,6 +32,8 @@ __all__ = [
     "RESERVED_POD_LABELS",
     "SHORT_NAMES",
     "SINGULAR",
+    "STATUS_DOCUMENT_VERSION",
+    "STATUS_PATH",
     "VERSION",
     "WORKER_APP_NAME",
 ]
@@ -83,6 +85,11 @@ MAX_CONDITION_MESSAGE: Final = 32768
 
 CONTAINER_NAME: Final = "worker"
 METRICS_PORT_NAME: Final = "metrics"
+#: Where every worker replica serves its JSON status document, on the metrics port, and the
+#: document version the operator reads (the runtime's ``worker_runtime.status``; a unit test
+#: checks that both agree).
+STATUS_PATH: Final = "/status"
+STATUS_DOCUMENT_VERSION: Final = 1
 
 
 class DEFAULTS:

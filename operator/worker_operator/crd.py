@@ -623,7 +623,13 @@ def _condition() -> Schema:
     return obj(
         "One aspect of the current state (standard metav1.Condition).",
         {
-            "type": string("Ready, Progressing or Degraded.", min_length=1, max_length=316),
+            "type": string(
+                "Ready, Progressing or Degraded (metav1.Condition's type: an optional DNS "
+                "subdomain prefix and a CamelCase name).",
+                min_length=1,
+                max_length=316,
+                pattern=CONDITION_TYPE_PATTERN,
+            ),
             "status": string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
             "observedGeneration": integer(
                 "The metadata.generation this condition was computed for.", minimum=0, bits=64
@@ -645,6 +651,17 @@ def _condition() -> Schema:
     )
 
 
+#: metav1.Condition's ``type`` pattern (k8s.io/apimachinery/pkg/apis/meta/v1/types.go).
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+
+
+def _time(description: str) -> Schema:
+    return {"type": "string", "format": "date-time", "description": description}
+
+
 def _status() -> Schema:
     return obj(
         "The observed state, kept current by the operator from the owned Deployment.",
@@ -661,11 +678,64 @@ def _status() -> Schema:
             "suspended": boolean("True while spec.suspend keeps the worker at zero replicas."),
             "schedule": string("The schedule in one line (the SCHEDULE column)."),
             "deployment": string("Name of the owned Deployment."),
+            "lastScheduleTime": _time(
+                "The slot (scheduled time) of the latest run, from a Ready pod's status document."
+            ),
+            "lastRunTime": _time("When the latest run started."),
+            "lastOutcome": string(
+                "How the latest run ended: running (still going), success, failure, timeout, "
+                "cancelled or lease_lost."
+            ),
+            "lastSuccessfulTime": _time("When the latest successful run ended."),
+            "nextScheduleTime": _time(
+                "The next slot the schedule plans (without jitter; the holder may still pass "
+                "over it as a misfire or an overlap)."
+            ),
+            "leaseHolder": string(
+                "The pod that holds the Redis lease and runs the ticks (absent: none does)."
+            ),
+            "fencingToken": integer("The fencing token of the latest run's lease.", bits=64),
             "conditions": array(
                 "Ready, Progressing and Degraded.", _condition(), map_keys=["type"]
             ),
         },
     )
+
+
+_READY_CONDITION = '.status.conditions[?(@.type=="Ready")]'
+
+
+def _printer_columns() -> list[Schema]:
+    """``kubectl get bgw``: what the worker is doing at a glance (``-o wide`` adds the rest)."""
+
+    def column(name: str, kind: str, path: str, description: str, *, wide: bool = False) -> Schema:
+        found: Schema = {"name": name, "type": kind, "jsonPath": path, "description": description}
+        if wide:
+            found["priority"] = 1
+        return found
+
+    return [
+        column("Schedule", "string", ".status.schedule", "The schedule in one line."),
+        column("Ready", "string", ".status.ready", "Ready replicas of the desired ones."),
+        column("Status", "string", _READY_CONDITION + ".status", "The Ready condition."),
+        column("Reason", "string", _READY_CONDITION + ".reason", "Why it is (not) Ready."),
+        column("Holder", "string", ".status.leaseHolder", "The pod holding the lease."),
+        column("Last Success", "date", ".status.lastSuccessfulTime", "When a run last succeeded."),
+        column("Next", "string", ".status.nextScheduleTime", "The next planned slot (UTC)."),
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        column(
+            "Last Outcome", "string", ".status.lastOutcome", "How the last run ended.", wide=True
+        ),
+        column(
+            "Token", "integer", ".status.fencingToken", "The last run's fencing token.", wide=True
+        ),
+        column("Replicas", "integer", ".spec.replicas", "Desired replicas.", wide=True),
+        column(
+            "Suspended", "boolean", ".spec.suspend", "Scaled to zero by spec.suspend.", wide=True
+        ),
+        column("Worker", "string", ".spec.worker", "MODULE:CLASS of the worker.", wide=True),
+        column("Image", "string", ".spec.image", "The worker image.", wide=True),
+    ]
 
 
 def build_crd() -> dict[str, Any]:
@@ -704,51 +774,7 @@ def build_crd() -> dict[str, Any]:
                             "labelSelectorPath": ".status.selector",
                         },
                     },
-                    "additionalPrinterColumns": [
-                        {
-                            "name": "Schedule",
-                            "type": "string",
-                            "jsonPath": ".status.schedule",
-                            "description": "The schedule in one line.",
-                        },
-                        {
-                            "name": "Replicas",
-                            "type": "integer",
-                            "jsonPath": ".spec.replicas",
-                            "description": "Desired replicas.",
-                        },
-                        {
-                            "name": "Ready",
-                            "type": "string",
-                            "jsonPath": ".status.ready",
-                            "description": "Ready replicas of the desired ones.",
-                        },
-                        {
-                            "name": "Suspended",
-                            "type": "boolean",
-                            "jsonPath": ".spec.suspend",
-                            "description": "Scaled to zero by spec.suspend.",
-                        },
-                        {
-                            "name": "Age",
-                            "type": "date",
-                            "jsonPath": ".metadata.creationTimestamp",
-                        },
-                        {
-                            "name": "Worker",
-                            "type": "string",
-                            "jsonPath": ".spec.worker",
-                            "priority": 1,
-                            "description": "MODULE:CLASS of the worker.",
-                        },
-                        {
-                            "name": "Image",
-                            "type": "string",
-                            "jsonPath": ".spec.image",
-                            "priority": 1,
-                            "description": "The worker image.",
-                        },
-                    ],
+                    "additionalPrinterColumns": _printer_columns(),
                     "schema": {
                         "openAPIV3Schema": obj(
                             f"A BackgroundWorker ({API_VERSION}) runs one periodic worker "

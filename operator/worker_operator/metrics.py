@@ -63,6 +63,13 @@ class OperatorMetrics:
             "1 while this replica holds the leader Lease and reconciles, else 0.",
             registry=registry,
         )
+        self.status_reads = Counter(
+            "tickwork_operator_status_reads_total",
+            "Reads of a worker pod's status document (GET /status), by result (success, "
+            "timeout, unreachable, refused, invalid).",
+            ["result"],
+            registry=registry,
+        )
         self.last_resync = Gauge(
             "tickwork_operator_last_resync_timestamp_seconds",
             "When the last periodic resync of every BackgroundWorker finished (Unix time).",

@@ -57,6 +57,7 @@ from worker_operator.kubeapi import (
     Rejected,
 )
 from worker_operator.metrics import OperatorMetrics, Result
+from worker_operator.observing import PodAddress, StatusReader
 from worker_operator.ownership import controller_of, foreign_fields, labelled_for
 from worker_operator.queueing import Backoff, WorkQueue
 from worker_operator.recording import EventRecorder, involved
@@ -272,6 +273,22 @@ def _compact_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _ready_address(pod: Mapping[str, Any]) -> PodAddress | None:
+    """The pod's name and IP while it is Ready (and not going away), else ``None``."""
+    status = pod.get("status") or {}
+    ip = status.get("podIP")
+    if not ip or _meta(pod).get("deletionTimestamp"):
+        return None
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "Ready":
+            return (
+                PodAddress(str(_meta(pod).get("name")), str(ip))
+                if condition.get("status") == "True"
+                else None
+            )
+    return None
+
+
 def _labels_match(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     have = _meta(current).get("labels") or {}
     want = desired["metadata"]["labels"]
@@ -324,6 +341,17 @@ class Reconciler:
         self._workers: dict[Key, dict[str, Any]] = {}
         self._deployments: dict[Key, dict[str, Any]] = {}
         self._pod_problems: dict[Key, dict[str, dict[str, Any]]] = {}
+        #: Ready pods per worker, from the pod watch: where the status document is read.
+        self._ready_pods: dict[Key, dict[str, PodAddress]] = {}
+        self.status_reader = StatusReader(
+            timeout_seconds=settings.status_timeout_seconds,
+            backoff=Backoff(
+                initial_seconds=settings.status_refresh_seconds,
+                max_seconds=settings.status_backoff_max_seconds,
+            ),
+            metrics=metrics,
+            monotonic=monotonic,
+        )
         self._conflict_watches: dict[Key, asyncio.Task[None]] = {}
         self._served_elsewhere: set[Key] = set()
         self._elections = ElectionWatch(
@@ -368,7 +396,8 @@ class Reconciler:
         await self._quietly(key, trigger="deployment")
 
     async def on_pod_event(self, event_type: str | None, pod: Mapping[str, Any]) -> None:
-        """A worker pod changed: reconcile when its problem (image pull, Secret...) changed."""
+        """A worker pod changed: reconcile when its problem (image pull, Secret...) changed,
+        or when it became Ready or stopped being Ready (the status document is read anew)."""
         metadata = _meta(pod)
         instance = (metadata.get("labels") or {}).get(LABEL_INSTANCE)
         if (metadata.get("labels") or {}).get(LABEL_MANAGED_BY) != MANAGED_BY or not instance:
@@ -385,12 +414,28 @@ class Reconciler:
                 del self._pod_problems[key]
         else:
             problems[pod_name] = _compact_pod(pod)
-        if (before is None) == (problem is None) and (
-            before is None or pod_problem(before) == problem
+        readiness_changed = self._note_readiness(key, pod_name, None if gone else pod)
+        if (
+            not readiness_changed
+            and (before is None) == (problem is None)
+            and (before is None or pod_problem(before) == problem)
         ):
             return
         if event_type is not None and key in self._workers:
             await self._quietly(key, trigger="pod")
+
+    def _note_readiness(self, key: Key, pod_name: str, pod: Mapping[str, Any] | None) -> bool:
+        """Remember where ``pod_name`` can be asked for the status; whether that changed."""
+        pods = self._ready_pods.setdefault(key, {})
+        before = pods.get(pod_name)
+        address = None if pod is None else _ready_address(pod)
+        if address is None:
+            pods.pop(pod_name, None)
+        else:
+            pods[pod_name] = address
+        if not pods:
+            del self._ready_pods[key]
+        return before != address
 
     # ------------------------------------------------------------------ entry points
 
@@ -435,6 +480,8 @@ class Reconciler:
         self._workers.pop(key, None)
         self._deployments.pop(key, None)
         self._pod_problems.pop(key, None)
+        self._ready_pods.pop(key, None)
+        self.status_reader.forget(key)
         self.queue.forget(key)
         self.recorder.forget(key)
         self._stop_conflict_watch(key)
@@ -449,6 +496,7 @@ class Reconciler:
             try:
                 await self._loop(stop)
             finally:
+                await self.status_reader.close()
                 self._group = None
                 for task in self._conflict_watches.values():
                     task.cancel()
@@ -601,6 +649,10 @@ class Reconciler:
             raise error from None
         self._stop_conflict_watch(key)
 
+        pods = sorted(self._ready_pods.get(key, {}).values())
+        observed = await self.status_reader.read(
+            key, worker.runtime_name, pods, port=worker.metrics_port
+        )
         assessment = assess(
             generation=generation,
             previous_status=body.get("status") or {},
@@ -609,12 +661,19 @@ class Reconciler:
             deployment=deployment,
             pods=list(self._pod_problems.get(key, {}).values()),
             missing_secrets=missing,
+            observed=observed,
         )
         await self._publish(body, assessment)
         if assessment.degraded:
             self.queue.backoff(key, "degraded", self._degraded_backoff)
         else:
             self.queue.reset(key, "degraded")
+        if pods:
+            # Read the status again after the refresh interval (or when the backoff ends).
+            waiting = self.status_reader.retry_in(key)
+            self.queue.add_after(
+                key, self.settings.status_refresh_seconds if waiting is None else waiting
+            )
         return Outcome(
             Result.DEGRADED if assessment.degraded else Result.SUCCESS,
             ready=assessment.ready,

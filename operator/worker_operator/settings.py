@@ -53,6 +53,13 @@ class OperatorSettings:
     degraded_recheck_seconds: float = 15.0
     #: ... then after twice as long each time, at most this long (watches report the rest).
     degraded_recheck_max_seconds: float = 300.0
+    #: A worker with Ready pods has its status document read at least this often.
+    status_refresh_seconds: float = 30.0
+    #: One read of a pod's status document gives up after this long.
+    status_timeout_seconds: float = 2.0
+    #: A worker whose pods did not answer is asked again after the refresh interval, then
+    #: twice as long each time, at most this long.
+    status_backoff_max_seconds: float = 300.0
     #: How many workers one resync reconciles at the same time.
     resync_concurrency: int = 8
     #: The Deployments' progressDeadlineSeconds (a stuck rollout turns Degraded after it).
@@ -87,6 +94,19 @@ class OperatorSettings:
             raise ValueError(
                 f"the longest degraded recheck {self.degraded_recheck_max_seconds:g}s must not "
                 f"be shorter than the first one {self.degraded_recheck_seconds:g}s"
+            )
+        if self.status_refresh_seconds <= 0:
+            raise ValueError(
+                f"status refresh {self.status_refresh_seconds:g}s must be greater than zero"
+            )
+        if self.status_timeout_seconds <= 0:
+            raise ValueError(
+                f"status timeout {self.status_timeout_seconds:g}s must be greater than zero"
+            )
+        if self.status_backoff_max_seconds < self.status_refresh_seconds:
+            raise ValueError(
+                f"the longest status backoff {self.status_backoff_max_seconds:g}s must not be "
+                f"shorter than the status refresh {self.status_refresh_seconds:g}s"
             )
         if self.resync_concurrency < 1:
             raise ValueError(f"resync concurrency {self.resync_concurrency} must be at least 1")

@@ -56,6 +56,8 @@ WORKER = "passive-user-checker"
 PERIOD_SECONDS = 2.0
 LEASE_TTL_SECONDS = 5.0
 RELEASE = "tickwork"
+#: How often the operator reads a worker's status document (the chart's operator.statusRefresh).
+STATUS_REFRESH_SECONDS = 3.0
 #: Polling the API and the pods: a gentler pace than the default.
 wait_until = functools.partial(processes.wait_until, interval=0.25)
 #: What every measured hand-over may take on top of its bound: the metrics poll interval
@@ -134,6 +136,7 @@ def product(kubectl: Tool, helm: Tool, real_node_ready: str) -> Iterator[Product
             "image.pullPolicy=Never",
             f"watchNamespaces={{{namespace}}}",
             "operator.logFormat=text",
+            f"operator.statusRefresh={STATUS_REFRESH_SECONDS:g}s",
             *real_node.helm_placement_values(),
             *real_node.try_redis_values(),
         ]
@@ -324,6 +327,178 @@ def test_pods_resolve_services_by_name_and_reach_nothing_off_this_machine(
     ).splitlines()
     assert out[0] == service["spec"]["clusterIP"]
     assert [line.split()[0] for line in out[1:]] == ["unreachable", "unreachable"], out
+
+
+def bgw_columns(kubectl: Tool, namespace: str, name: str) -> dict[str, str]:
+    """``kubectl get bgw NAME`` as the user reads it: column header → cell."""
+    lines = kubectl("get", "bgw", name, "-n", namespace).stdout.splitlines()
+    header, row = lines[0], lines[1]
+    starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
+    # Headers with a space ("LAST SUCCESS") start one column.
+    names = header.split()
+    merged: list[tuple[str, int]] = []
+    for start, word in zip(starts, names, strict=True):
+        if merged and merged[-1][0] == "LAST":
+            merged[-1] = (f"LAST {word}", merged[-1][1])
+        else:
+            merged.append((word, start))
+    cells = {}
+    for index, (title, start) in enumerate(merged):
+        end = merged[index + 1][1] if index + 1 < len(merged) else None
+        cells[title] = row[start:end].strip()
+    return cells
+
+
+def run_status(kubectl: Tool, namespace: str, name: str) -> dict[str, Any]:
+    return dict((get(kubectl, "bgw", name, namespace) or {}).get("status") or {})
+
+
+def test_kubectl_get_bgw_shows_the_holder_last_success_and_next_slot_and_they_change_as_it_runs(
+    kubectl: Tool, product: Product, worker: str
+) -> None:
+    ns = product.namespace
+    holder, token = the_holder(kubectl, ns, worker)
+    first = wait_until(
+        lambda: (
+            (s := run_status(kubectl, ns, worker)).get("leaseHolder") == holder
+            and s.get("lastSuccessfulTime")
+            and s
+        ),
+        timeout=STATUS_REFRESH_SECONDS + 20,
+        what="the holder and a last success in status",
+    )
+    assert first["lastOutcome"] in ("success", "running")
+    assert first["fencingToken"] >= token
+    assert first["nextScheduleTime"] > first["lastScheduleTime"]
+    columns = bgw_columns(kubectl, ns, worker)
+    print(f"kubectl get bgw: {columns}")
+    assert columns["HOLDER"] == holder
+    assert columns["READY"] == "3/3"
+    assert columns["STATUS"] == "True"
+    assert columns["REASON"] == "ReplicasReady"
+    assert columns["SCHEDULE"] == first["schedule"]
+    assert columns["LAST SUCCESS"][-1] in "sm" and columns["LAST SUCCESS"][:-1].isdigit()
+    assert columns["NEXT"] == first["nextScheduleTime"]
+
+    later = wait_until(
+        lambda: (
+            (s := run_status(kubectl, ns, worker)).get("lastScheduleTime", "")
+            > first["lastScheduleTime"]
+            and s.get("nextScheduleTime", "") > first["nextScheduleTime"]
+            and s.get("lastSuccessfulTime", "") > first["lastSuccessfulTime"]
+            and s
+        ),
+        timeout=STATUS_REFRESH_SECONDS + 3 * PERIOD_SECONDS + 10,
+        what="later slots, successes and next slots in status",
+    )
+    assert later["leaseHolder"] == holder
+    assert bgw_columns(kubectl, ns, worker)["NEXT"] != columns["NEXT"]
+
+
+def test_kubectl_wait_for_ready_and_kstatus_read_the_worker_as_current(
+    kubectl: Tool, product: Product, worker: str
+) -> None:
+    ns = product.namespace
+    kubectl(
+        "wait",
+        "--for=condition=Ready",
+        f"bgw/{worker}",
+        "-n",
+        ns,
+        "--timeout=60s",
+        timeout_seconds=90,
+    )
+    result = kubectl(
+        "wait", "--for=condition=Ready", "bgw/missing-worker", "-n", ns, "--timeout=2s", check=False
+    )
+    assert result.returncode != 0
+
+
+def test_killing_the_holder_pod_changes_holder_within_ttl_a_period_and_one_status_refresh(
+    kubectl: Tool, product: Product, worker: str
+) -> None:
+    ns = product.namespace
+    holder, _ = the_holder(kubectl, ns, worker)
+    wait_until(
+        lambda: run_status(kubectl, ns, worker).get("leaseHolder") == holder,
+        timeout=STATUS_REFRESH_SECONDS + 20,
+        what="the holder in status",
+    )
+    pod = get(kubectl, "pod", holder, ns)
+    started = time.monotonic()
+    # Killed (no SIGTERM: the lease is not released), then removed so that it cannot restart.
+    assert real_node.kill_pod_processes(pod), f"no process of {holder} found"
+    kubectl("delete", "pod", holder, "-n", ns, "--grace-period=0", "--force", "--wait=false")
+    bound = LEASE_TTL_SECONDS + PERIOD_SECONDS + STATUS_REFRESH_SECONDS
+    shown = wait_until(
+        lambda: (
+            (h := bgw_columns(kubectl, ns, worker).get("HOLDER")) not in (holder, "", None) and h
+        ),
+        timeout=bound + 20,
+        what="another pod in the HOLDER column",
+    )
+    took = time.monotonic() - started
+    print(f"HOLDER changed {took:.2f} s after the holder pod was killed (bound {bound:g} s)")
+    live = {p["metadata"]["name"] for p in running_pods(kubectl, ns, worker)}
+    assert shown in live, (shown, live)
+    assert took <= bound + SLACK_SECONDS, f"HOLDER changed after {took:.2f} s"
+    wait_until(
+        lambda: len(running_pods(kubectl, ns, worker)) == 3,
+        timeout=90,
+        what="three Ready pods again",
+    )
+
+
+def test_a_failing_worker_shows_last_outcome_failure_and_a_run_failed_warning_event(
+    kubectl: Tool, product: Product
+) -> None:
+    ns = product.namespace
+    name = "failing-worker"
+    apply(
+        kubectl,
+        background_worker(
+            name,
+            ns,
+            product.redis_secret,
+            replicas=1,
+            worker="examples.failing:UnreachableDatabaseWorker",
+        ),
+    )
+    try:
+        status = wait_until(
+            lambda: (s := run_status(kubectl, ns, name)).get("lastOutcome") == "failure" and s,
+            timeout=120,
+            what="lastOutcome: failure",
+            details=lambda: kubectl("get", "pods", "-n", ns, "-o", "wide").stdout,
+        )
+        assert "lastSuccessfulTime" not in status
+        assert status["leaseHolder"]
+
+        def run_failed() -> list[dict[str, Any]]:
+            events = kubectl.json(
+                "get",
+                "events",
+                "-n",
+                ns,
+                "--field-selector",
+                f"involvedObject.kind=BackgroundWorker,involvedObject.name={name}",
+                "-o",
+                "json",
+            )["items"]
+            return [e for e in events if e["reason"] == "RunFailed"]
+
+        (event,) = wait_until(run_failed, timeout=30, what="a RunFailed Event")
+        assert event["type"] == "Warning"
+        assert "ended with failure" in event["message"]
+        print(f"RunFailed: {event['message']}")
+        # The pod's log says why, with the exception.
+        pod = worker_pods(kubectl, ns, name)[0]["metadata"]["name"]
+        assert "db.example.invalid:5432 is unreachable" in kubectl("logs", pod, "-n", ns).stdout
+        # Still failing: no second Warning for the same streak.
+        time.sleep(STATUS_REFRESH_SECONDS + 2 * PERIOD_SECONDS)
+        assert len(run_failed()) == 1
+    finally:
+        kubectl("delete", "bgw", name, "-n", ns, "--ignore-not-found")
 
 
 def test_deleting_the_leading_pod_hands_the_lease_over_within_ttl_and_a_period(

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import os
 import re
+import signal
 import subprocess
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -350,3 +351,26 @@ def leftovers(cluster_dir: Path) -> list[str]:
     found.extend(f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/tickwork"))
     found.extend(f"directory {p}" for p in Path("/run").glob("tickwork-*"))
     return found
+
+
+def kill_pod_processes(pod: Mapping[str, Any]) -> list[int]:
+    """SIGKILL every process of ``pod``'s containers on the real node (found by the pod UID in
+    their cgroup, as the kubelet names it with either cgroup driver): the pod dies without
+    running any shutdown code, as on a node crash or an OOM kill. The pids killed."""
+    uid = str(pod["metadata"]["uid"])
+    marks = (f"pod{uid}", f"pod{uid.replace('-', '_')}")
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cgroup = (entry / "cgroup").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if any(mark in cgroup for mark in marks):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            killed.append(int(entry.name))
+    return killed

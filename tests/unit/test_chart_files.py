@@ -717,3 +717,57 @@ def test_every_skipped_checkov_check_is_listed_once_with_its_reason() -> None:
     assert all(len(s["reason"].split()) >= 12 and s["where"] for s in skips)
     assert "skip-check" not in config
     assert inline == []
+
+
+def test_worker_namespaces_get_a_policy_that_admits_only_the_operator_to_the_metrics_port() -> None:
+    from tests.unit.operator.conftest import worker_body
+    from worker_operator.builders import build_deployment
+    from worker_operator.constants import LABEL_MANAGED_BY, MANAGED_BY, METRICS_PORT_NAME
+    from worker_operator.settings import OperatorSettings
+    from worker_operator.spec import parse_worker
+
+    objects = render(
+        "--set",
+        "networkPolicy.workerNamespaces={shop,billing}",
+        "--set",
+        "networkPolicy.workerMetricsFrom[0].podSelector.matchLabels.app=prometheus",
+    )
+    policies = [
+        o
+        for o in objects
+        if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "tickwork-operator-workers"
+    ]
+    operator = only(objects, "Deployment", "tickwork-operator")
+    operator_labels = operator["spec"]["template"]["metadata"]["labels"]
+    pod = build_deployment(parse_worker(worker_body()), OperatorSettings())["spec"]["template"]
+    ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+
+    assert sorted(p["metadata"]["namespace"] for p in policies) == ["billing", "shop"]
+    for policy in policies:
+        spec = policy["spec"]
+        assert spec["podSelector"] == {"matchLabels": {LABEL_MANAGED_BY: MANAGED_BY}}
+        assert all(
+            pod["metadata"]["labels"][k] == v for k, v in spec["podSelector"]["matchLabels"].items()
+        )
+        assert spec["policyTypes"] == ["Ingress"]
+        (rule,) = spec["ingress"]
+        assert rule["ports"] == [{"port": METRICS_PORT_NAME, "protocol": "TCP"}]
+        assert METRICS_PORT_NAME in ports
+        operator_peer, prometheus = rule["from"]
+        assert operator_peer["namespaceSelector"] == {
+            "matchLabels": {"kubernetes.io/metadata.name": "tickwork-system"}
+        }
+        selector = operator_peer["podSelector"]["matchLabels"]
+        assert all(operator_labels[k] == v for k, v in selector.items())
+        assert prometheus == {"podSelector": {"matchLabels": {"app": "prometheus"}}}
+
+
+def test_no_worker_policy_is_made_unless_namespaces_are_named() -> None:
+    names = [o["metadata"]["name"] for o in render() if o["kind"] == "NetworkPolicy"]
+
+    assert "tickwork-operator-workers" not in names
+
+
+def test_the_operator_reads_status_documents_as_often_as_the_chart_says() -> None:
+    assert "--status-refresh=30s" in operator_args(render())
+    assert "--status-refresh=5s" in operator_args(render("--set", "operator.statusRefresh=5s"))

@@ -205,3 +205,23 @@ def test_a_password_with_a_control_character_is_refused_without_showing_it(
     assert main(["run", W], {"TICKWORK_REDIS_PASSWORD": "hunter\r2"}) == 2
     err = capsys.readouterr().err
     assert "TICKWORK_REDIS_PASSWORD contains a control character" in err and "hunter" not in err
+
+
+def test_trigger_means_the_pod_s_own_worker_by_default_or_by_its_bare_resource_name() -> None:
+    from worker_runtime.cli import trigger_target
+
+    pod = {"TICKWORK_NAME": "shop.passive-users"}
+    assert trigger_target(None, pod) == "shop.passive-users"
+    assert trigger_target("passive-users", pod) == "shop.passive-users"
+    assert trigger_target("billing.other", pod) == "billing.other"
+    assert trigger_target("other", {}) == "other"
+
+
+def test_trigger_without_a_worker_name_outside_a_pod_exits_2_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from worker_runtime.cli import main
+
+    assert main(["trigger", "--redis-url", "redis://localhost:1"], env={}) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs a worker name" in err

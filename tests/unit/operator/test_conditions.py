@@ -402,3 +402,110 @@ def test_a_problem_message_longer_than_the_status_allows_is_cut_to_fit() -> None
     )
 
     assert {len(c["message"]) for c in result.status["conditions"]} == {32768}
+
+
+def _document_entry(**changes: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": "team-a.passive-users",
+        "schedule": "every 10m (delay)",
+        "lastScheduleTime": "2026-03-01T11:50:00.250Z",
+        "lastRunTime": "2026-03-01T11:50:00.300Z",
+        "lastRunEndTime": "2026-03-01T11:50:01.900Z",
+        "lastOutcome": "success",
+        "lastSuccessfulTime": "2026-03-01T11:50:01.900Z",
+        "nextScheduleTime": "2026-03-01T12:00:01.900Z",
+        "leaseHolder": "passive-users-6d9f-abcde",
+        "fencingToken": 1764633600000042,
+    }
+    entry.update(changes)
+    return entry
+
+
+def _observed(previous: dict[str, Any], entry: dict[str, Any] | None, *, ready: int = 1) -> Any:
+    return assess(
+        generation=1,
+        previous_status=previous,
+        now=T0,
+        worker=worker(replicas=1, redis={"url": "redis://r"}),
+        deployment=deployment(replicas=1, ready=ready),
+        observed=entry,
+    )
+
+
+def test_what_the_worker_does_is_copied_from_the_status_document_in_whole_seconds() -> None:
+    result = _observed({}, _document_entry())
+
+    assert {
+        k: result.status[k]
+        for k in (
+            "lastScheduleTime",
+            "lastRunTime",
+            "lastOutcome",
+            "lastSuccessfulTime",
+            "nextScheduleTime",
+            "leaseHolder",
+            "fencingToken",
+        )
+    } == {
+        "lastScheduleTime": "2026-03-01T11:50:00Z",
+        "lastRunTime": "2026-03-01T11:50:00Z",
+        "lastOutcome": "success",
+        "lastSuccessfulTime": "2026-03-01T11:50:01Z",
+        "nextScheduleTime": "2026-03-01T12:00:01Z",
+        "leaseHolder": "passive-users-6d9f-abcde",
+        "fencingToken": 1764633600000042,
+    }
+    assert result.events == ()
+
+
+def test_no_lease_holder_and_no_success_yet_are_cleared_not_invented() -> None:
+    result = _observed(
+        {"leaseHolder": "old-pod", "lastSuccessfulTime": "2026-03-01T11:00:00Z"},
+        _document_entry(leaseHolder=None, lastSuccessfulTime=None, fencingToken="7"),
+    )
+
+    # None is a JSON merge patch's "remove this field".
+    assert result.status["leaseHolder"] is None
+    assert result.status["lastSuccessfulTime"] is None
+    assert result.status["fencingToken"] is None
+
+
+def test_an_unreadable_document_leaves_the_last_known_run_fields_alone() -> None:
+    result = _observed({"leaseHolder": "pod-a", "lastOutcome": "success"}, None)
+
+    assert "leaseHolder" not in result.status
+    assert "lastOutcome" not in result.status
+
+
+def test_without_a_ready_replica_nobody_holds_the_lease_and_nothing_is_planned() -> None:
+    result = _observed({"leaseHolder": "pod-a", "lastOutcome": "success"}, None, ready=0)
+
+    assert result.status["leaseHolder"] is None
+    assert result.status["nextScheduleTime"] is None
+    assert "lastOutcome" not in result.status  # the history stays
+
+
+def test_a_run_that_fails_after_successes_posts_one_run_failed_warning() -> None:
+    previous = _observed({}, _document_entry()).status
+    failed = _document_entry(
+        lastRunTime="2026-03-01T12:00:02Z", lastOutcome="failure", fencingToken=43
+    )
+
+    first = _observed(previous, failed)
+    again = _observed(first.status, failed)
+    next_failure = _observed(first.status, {**failed, "lastRunTime": "2026-03-01T12:10:03Z"})
+
+    assert [(e.event_type, e.reason) for e in first.events] == [("Warning", "RunFailed")]
+    assert "ended with failure" in first.events[0].message
+    assert "fencing token 43" in first.events[0].message
+    assert first.status["lastOutcome"] == "failure"
+    assert again.events == ()  # the same run, seen again
+    assert next_failure.events == ()  # the same streak of failures
+
+
+def test_a_success_after_failures_posts_run_recovered() -> None:
+    failing = _observed({}, _document_entry(lastOutcome="timeout")).status
+
+    recovered = _observed(failing, _document_entry(lastRunTime="2026-03-01T12:30:00Z"))
+
+    assert [(e.event_type, e.reason) for e in recovered.events] == [("Normal", "RunRecovered")]

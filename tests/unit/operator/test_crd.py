@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from worker_operator.constants import MAX_SHUTDOWN_GRACE
@@ -106,11 +108,48 @@ def test_status_and_scale_subresources_point_at_replicas_and_the_selector() -> N
     }
 
 
-def test_printer_columns_show_schedule_replicas_ready_suspended_and_age() -> None:
+def test_printer_columns_show_schedule_readiness_holder_last_success_next_and_age() -> None:
     columns = build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
     default_columns = [c["name"] for c in columns if not c.get("priority")]
+    by_name = {c["name"]: c for c in columns}
 
-    assert default_columns == ["Schedule", "Replicas", "Ready", "Suspended", "Age"]
+    assert default_columns == [
+        "Schedule",
+        "Ready",
+        "Status",
+        "Reason",
+        "Holder",
+        "Last Success",
+        "Next",
+        "Age",
+    ]
+    assert by_name["Status"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert by_name["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
+    assert by_name["Last Success"]["type"] == "date"  # kubectl prints it as an age
+    # kubectl prints a future date as "<invalid>": the next slot is shown as a time instead.
+    assert by_name["Next"]["type"] == "string"
+    status = _schema()["properties"]["status"]["properties"]
+    for column in columns:
+        if column["jsonPath"].startswith(".status.") and "conditions" not in column["jsonPath"]:
+            assert column["jsonPath"].removeprefix(".status.") in status, column
+
+
+@pytest.mark.parametrize(
+    "condition_type", ["Ready", "Progressing", "Degraded", "example.com/Synced", "A"]
+)
+def test_condition_types_follow_metav1_s_pattern(condition_type: str) -> None:
+    pattern = _schema()["properties"]["status"]["properties"]["conditions"]["items"]["properties"][
+        "type"
+    ]["pattern"]
+    assert re.fullmatch(pattern, condition_type)
+
+
+@pytest.mark.parametrize("condition_type", ["", "-Ready", "Ready-", "Bad/Prefix/X", "UPPER./X"])
+def test_condition_types_outside_metav1_s_pattern_are_refused(condition_type: str) -> None:
+    pattern = _schema()["properties"]["status"]["properties"]["conditions"]["items"]["properties"][
+        "type"
+    ]["pattern"]
+    assert not re.fullmatch(pattern, condition_type)
 
 
 def test_defaults_live_in_the_schema() -> None:

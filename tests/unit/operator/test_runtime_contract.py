@@ -73,3 +73,13 @@ def test_lease_redis_metrics_shutdown_and_logging_reach_the_runtime() -> None:
     assert settings.shutdown_grace_seconds == 45.0
     assert (settings.log_format, settings.log_level) == ("text", "DEBUG")
     settings.lease_timing()  # valid together
+
+
+def test_the_operator_reads_the_status_document_where_and_as_the_runtime_serves_it() -> None:
+    from worker_operator.constants import STATUS_DOCUMENT_VERSION as OPERATOR_VERSION
+    from worker_operator.constants import STATUS_PATH as OPERATOR_PATH
+    from worker_runtime.serving import STATUS_PATH
+    from worker_runtime.status import STATUS_DOCUMENT_VERSION
+
+    assert OPERATOR_PATH == STATUS_PATH
+    assert OPERATOR_VERSION == STATUS_DOCUMENT_VERSION
