@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -84,6 +85,9 @@ Key = tuple[str, str]
 #: Retries of a transient failure: from the failure's own delay up to this.
 _MAX_RETRY_SECONDS = 300.0
 _TRIGGERS = {None: "resume", "ADDED": "create", "MODIFIED": "update"}
+#: How long a change of a Deployment's rollout status waits for the next one (see
+#: ``on_deployment_event``): the READY column lags by at most this.
+_ROLLOUT_SETTLE_SECONDS = 0.3
 
 
 class ReconcileError(Exception):
@@ -289,6 +293,19 @@ def _ready_address(pod: Mapping[str, Any]) -> PodAddress | None:
     return None
 
 
+def _rollout_only(known: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether a Deployment changed only in its ``status`` (nothing to repair)."""
+    if known is None or known.get("gone"):
+        return False
+
+    def identity(compact: Mapping[str, Any]) -> dict[str, Any]:
+        metadata = {k: v for k, v in _meta(compact).items() if k != "resourceVersion"}
+        rest = {k: v for k, v in compact.items() if k not in ("metadata", "status")}
+        return {"metadata": metadata, **rest}
+
+    return identity(known) == identity(new)
+
+
 def _labels_match(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     have = _meta(current).get("labels") or {}
     want = desired["metadata"]["labels"]
@@ -393,6 +410,11 @@ class Reconciler:
             self._deployments[key] = _compact_deployment(deployment)
         if event_type is None:
             return  # the initial listing: the workers' own listing reconciles them
+        if event_type == "MODIFIED" and _rollout_only(known, self._deployments[key]):
+            # Only the rollout's status moved (pods turning Ready one after another): let a
+            # burst of such changes settle into one status patch.
+            self.queue.add_after(key, _ROLLOUT_SETTLE_SECONDS)
+            return
         await self._quietly(key, trigger="deployment")
 
     async def on_pod_event(self, event_type: str | None, pod: Mapping[str, Any]) -> None:
@@ -508,12 +530,16 @@ class Reconciler:
             await self.queue.wait(stop, until=next_resync)
             if stop.is_set():
                 return
-            due = self.queue.due()
-            if due:
-                await self._each(due, trigger="requeue")
+            await self.run_due()
             if self._monotonic() >= next_resync:
                 await self.resync_all()
                 next_resync = self._monotonic() + self.settings.resync_interval_seconds
+
+    async def run_due(self) -> None:
+        """Reconcile every resource whose requeue time has come."""
+        due = self.queue.due()
+        if due:
+            await self._each(due, trigger="requeue")
 
     async def resync_all(self) -> None:
         """List every served BackgroundWorker and reconcile each one."""
@@ -865,6 +891,7 @@ class Reconciler:
         key = _key_of(body)
         previous = body.get("status") or {}
         if _status_changed(previous, assessment.status):
+            log.debug("%s/%s: status %s", *key, json.dumps(assessment.status, sort_keys=True))
             try:
                 result = await self.api.patch_worker_status(*key, assessment.status)
             except ApiError as exc:

@@ -84,11 +84,13 @@ async def test_a_new_worker_gets_its_deployment_status_and_an_event(fake_api: Fa
 
 async def test_a_rolled_out_deployment_turns_the_worker_ready(fake_api: FakeKubeApi) -> None:
     body = fake_api.add_worker(worker_body())
-    reconciler, _, _ = make_reconciler(fake_api)
+    reconciler, _, clock = make_reconciler(fake_api)
     await reconciler.reconcile(body, trigger="create")
 
     rolled = fake_api.roll_out(*KEY)
     await reconciler.on_deployment_event("MODIFIED", rolled)
+    clock.now += 0.3
+    await reconciler.run_due()
 
     assert conditions(fake_api) == {
         "Ready": ("True", "ReplicasReady"),
@@ -96,6 +98,39 @@ async def test_a_rolled_out_deployment_turns_the_worker_ready(fake_api: FakeKube
         "Degraded": ("False", "AsExpected"),
     }
     assert len(fake_api.applies) == 1  # a status refresh, not another apply
+
+
+async def test_a_burst_of_rollout_changes_gives_one_status_patch(fake_api: FakeKubeApi) -> None:
+    body = fake_api.add_worker(worker_body(replicas=3, redis={"url": "redis://r:6379/0"}))
+    reconciler, _, clock = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+    patches = len(fake_api.status_patches)
+
+    for ready in (1, 2, 3):  # the pods turn Ready one after another, 0.1 s apart
+        await reconciler.on_deployment_event("MODIFIED", fake_api.roll_out(*KEY, ready=ready))
+        clock.now += 0.1
+    assert len(fake_api.status_patches) == patches  # nothing yet: the burst settles first
+    clock.now += 0.3
+    await reconciler.run_due()
+
+    assert len(fake_api.status_patches) == patches + 1
+    assert fake_api.status_patches[-1][2]["readyReplicas"] == 3
+    assert len(fake_api.applies) == 1
+
+
+async def test_a_deployment_changed_by_hand_is_repaired_at_once_without_waiting(
+    fake_api: FakeKubeApi,
+) -> None:
+    body = fake_api.add_worker(worker_body())
+    reconciler, _, _ = make_reconciler(fake_api)
+    await reconciler.reconcile(body, trigger="create")
+    scaled = fake_api.roll_out(*KEY)
+    scaled["spec"]["replicas"] = 5
+    scaled["metadata"]["generation"] += 1
+
+    await reconciler.on_deployment_event("MODIFIED", scaled)
+
+    assert len(fake_api.applies) == 2
 
 
 async def test_a_changed_spec_is_applied_again(fake_api: FakeKubeApi) -> None:
@@ -323,15 +358,16 @@ async def test_a_status_patch_that_fails_transiently_is_counted_and_retried_with
     fake_api.fail["patch_worker_status"] = [TransientApiError(503, "busy"), transient()]
 
     await reconciler.on_deployment_event("MODIFIED", fake_api.roll_out(*KEY))
+    clock.now += 0.3
+    await reconciler.run_due()
     first = reconciler.queue.deadline(KEY)
     clock.now += 5
-    assert reconciler.queue.due() == [KEY]
-    await reconciler.on_deployment_event("MODIFIED", fake_api.roll_out(*KEY))
+    await reconciler.run_due()
     second = reconciler.queue.deadline(KEY)
 
-    assert first == pytest.approx(1000.0 + 5.0)
-    assert second == pytest.approx(1005.0 + 10.0)
-    assert reconciles(registry, "deployment", Result.TRANSIENT_ERROR) == 2
+    assert first == pytest.approx(1000.3 + 5.0)
+    assert second == pytest.approx(1005.3 + 10.0)
+    assert reconciles(registry, "requeue", Result.TRANSIENT_ERROR) == 2
 
 
 def test_the_retry_policy_backs_off_exponentially_within_its_cap() -> None:
