@@ -371,6 +371,8 @@ class Reconciler:
         )
         self._conflict_watches: dict[Key, asyncio.Task[None]] = {}
         self._served_elsewhere: set[Key] = set()
+        #: When each degraded worker is due for its next recheck (monotonic).
+        self._degraded_recheck_at: dict[Key, float] = {}
         self._elections = ElectionWatch(
             api, recheck_seconds=settings.retry_period_seconds, monotonic=monotonic
         )
@@ -499,6 +501,7 @@ class Reconciler:
         self._applied.pop(key, None)
         self._budgets.pop(key, None)
         self._served_elsewhere.discard(key)
+        self._degraded_recheck_at.pop(key, None)
         self._workers.pop(key, None)
         self._deployments.pop(key, None)
         self._pod_problems.pop(key, None)
@@ -690,10 +693,7 @@ class Reconciler:
             observed=observed,
         )
         await self._publish(body, assessment)
-        if assessment.degraded:
-            self.queue.backoff(key, "degraded", self._degraded_backoff)
-        else:
-            self.queue.reset(key, "degraded")
+        self._recheck_if_degraded(key, degraded=assessment.degraded)
         if pods:
             # Read the status again after the refresh interval (or when the backoff ends).
             waiting = self.status_reader.retry_in(key)
@@ -705,6 +705,24 @@ class Reconciler:
             ready=assessment.ready,
             degraded=assessment.degraded,
         )
+
+    def _recheck_if_degraded(self, key: Key, *, degraded: bool) -> None:
+        """A degraded worker is looked at again after a delay that doubles with each recheck.
+
+        Only the recheck itself lengthens the delay: reconciles that events trigger meanwhile
+        (its pods and Deployment changing) keep the recheck where it was.
+        """
+        if not degraded:
+            self.queue.reset(key, "degraded")
+            self._degraded_recheck_at.pop(key, None)
+            return
+        now = self._monotonic()
+        recheck_at = self._degraded_recheck_at.get(key)
+        if recheck_at is None or now >= recheck_at:
+            delay = self.queue.backoff(key, "degraded", self._degraded_backoff)
+            self._degraded_recheck_at[key] = now + delay
+        else:
+            self.queue.add_after(key, recheck_at - now)
 
     def _failed(
         self, body: Mapping[str, Any], problem: Problem, worker: WorkerSpec | None = None

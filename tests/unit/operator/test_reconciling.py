@@ -322,6 +322,31 @@ async def test_a_degraded_worker_is_looked_at_again_and_recovers(fake_api: FakeK
     assert ("Normal", "Recovered") in fake_api.event_reasons()
 
 
+async def test_events_about_a_degraded_worker_do_not_push_its_recheck_further_away(
+    fake_api: FakeKubeApi,
+) -> None:
+    fake_api.add_worker(
+        worker_body(
+            replicas=3, redis={"url": "redis://r:6379/0", "passwordSecretRef": {"name": "pw"}}
+        )
+    )
+    reconciler, _, clock = make_reconciler(
+        fake_api, check_secret_references=True, degraded_recheck_seconds=5
+    )
+    await reconciler.reconcile(fake_api.workers[KEY], trigger="create")
+    assert reconciler.queue.deadline(KEY) == pytest.approx(1005.0)
+
+    for ready in (1, 2, 3):  # its pods and Deployment keep changing meanwhile
+        await reconciler.on_deployment_event("MODIFIED", fake_api.roll_out(*KEY, ready=ready))
+        clock.now += 0.4
+        await reconciler.run_due()
+    assert reconciler.queue.deadline(KEY) == pytest.approx(1005.0)
+
+    clock.now = 1005.0
+    await reconciler.run_due()  # the recheck: still degraded, so the next one is 10 s away
+    assert reconciler.queue.deadline(KEY) == pytest.approx(1015.0)
+
+
 async def test_a_warning_is_posted_once_even_if_the_status_looks_new(
     fake_api: FakeKubeApi,
 ) -> None:
