@@ -498,16 +498,12 @@ def test_a_new_worker_gets_its_deployment_within_five_seconds_and_turns_ready(
         "app.kubernetes.io/instance=passive-users,app.kubernetes.io/name=tickwork-worker"
     )
     assert condition(worker, "Degraded")["status"] == "False"
-    assert table.split("\n")[0].split() == [
-        "NAME",
-        "SCHEDULE",
-        "REPLICAS",
-        "READY",
-        "SUSPENDED",
-        "AGE",
-    ]
+    header = table.split("\n")[0]
+    assert header.split() == [
+        "NAME", "SCHEDULE", "READY", "STATUS", "REASON", "HOLDER", "LAST", "SUCCESS", "NEXT", "AGE",
+    ]  # fmt: skip
     row = table.split("\n")[1].split()
-    assert row[:6] == ["passive-users", "every", "10m", "2", "2/2", "false"]
+    assert row[:6] == ["passive-users", "every", "10m", "2/2", "True", "ReplicasReady"]
 
 
 def test_changing_the_period_changes_the_environment_and_rolls_the_deployment(
