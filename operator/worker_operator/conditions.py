@@ -4,6 +4,9 @@
 ``Progressing``: a rollout or scaling is under way.
 ``Degraded``: something needs a human: a spec the operator cannot run, a missing Secret, an
 image that cannot be pulled, a crash loop, a rollout past its deadline.
+``Reconciling`` (while not yet Ready and not Degraded, or Progressing) and ``Stalled``
+(while Degraded) are there only while True: kstatus' conventions, for Flux, Argo CD,
+``kubectl wait`` and cli-utils.
 
 What the worker is doing (``lastScheduleTime`` ... ``fencingToken``) comes from a Ready pod's
 status document (``observed_fields``); a run that ends badly after one that did not posts a
@@ -36,6 +39,12 @@ __all__ = [
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+#: kstatus' "abnormal-true" conditions (sigs.k8s.io/cli-utils/pkg/kstatus), present only
+#: while True, so Flux, Argo CD and cli-utils read the worker as InProgress or Failed.
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+#: Ready=False for these reasons is the desired state (no replica is asked for).
+_AT_REST = frozenset({"Suspended", "ScaledToZero"})
 
 _IMAGE_REASONS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -300,6 +309,7 @@ def assess(
             _condition(PROGRESSING, False, problem.reason, problem.message, generation),
             _condition(DEGRADED, True, problem.reason, problem.message, generation),
         ]
+        conditions += _kstatus(*conditions, generation=generation)
         status["conditions"] = merge_conditions(previous, conditions, now=now)
         return Assessment(status=status, events=_events(previous, status["conditions"]))
 
@@ -390,7 +400,9 @@ def assess(
         degraded = _condition(DEGRADED, True, found.reason, found.message, generation)
     else:
         degraded = _condition(DEGRADED, False, "AsExpected", "no problems found", generation)
-    status["conditions"] = merge_conditions(previous, [ready, progressing, degraded], now=now)
+    conditions = [ready, progressing, degraded]
+    conditions += _kstatus(ready, progressing, degraded, generation=generation)
+    status["conditions"] = merge_conditions(previous, conditions, now=now)
     events = _events(previous, status["conditions"])
     if observed is not None:
         fields = observed_fields(observed)
@@ -400,6 +412,25 @@ def assess(
         # No replica runs it: nobody holds the lease and nothing is planned; the history stays.
         status.update({"leaseHolder": None, "nextScheduleTime": None})
     return Assessment(status=status, events=events)
+
+
+def _kstatus(
+    ready: Mapping[str, Any],
+    progressing: Mapping[str, Any],
+    degraded: Mapping[str, Any],
+    *,
+    generation: int,
+) -> list[dict[str, Any]]:
+    """``Stalled`` while Degraded, else ``Reconciling`` while on the way to Ready."""
+    if degraded["status"] == "True":
+        return [_condition(STALLED, True, degraded["reason"], degraded["message"], generation)]
+    if progressing["status"] == "True":
+        why = progressing
+    elif ready["status"] == "False" and ready["reason"] not in _AT_REST:
+        why = ready
+    else:
+        return []
+    return [_condition(RECONCILING, True, why["reason"], why["message"], generation)]
 
 
 def _degradation(
