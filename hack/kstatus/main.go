@@ -5,7 +5,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -20,15 +19,14 @@ func main() {
 		fmt.Fprintf(os.Stderr, "kstatus: reading stdin: %v\n", err)
 		os.Exit(1)
 	}
-	var list struct {
-		Items []map[string]interface{} `json:"items"`
-	}
-	if err := json.Unmarshal(data, &list); err != nil {
-		fmt.Fprintf(os.Stderr, "kstatus: stdin is not a JSON List: %v\n", err)
+	// Decoded as the API machinery does (integers stay int64, as kstatus expects).
+	var list unstructured.UnstructuredList
+	if err := list.UnmarshalJSON(data); err != nil {
+		fmt.Fprintf(os.Stderr, "kstatus: stdin is not a JSON List (kind: List): %v\n", err)
 		os.Exit(1)
 	}
-	for _, item := range list.Items {
-		obj := &unstructured.Unstructured{Object: item}
+	for i := range list.Items {
+		obj := &list.Items[i]
 		result, err := status.Compute(obj)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "kstatus: %s: %v\n", obj.GetName(), err)

@@ -398,7 +398,8 @@ def test_kubectl_get_bgw_shows_the_holder_last_success_and_next_slot_and_they_ch
 def kstatus_of(kubectl: Tool, namespace: str, name: str) -> tuple[str, str]:
     """cli-utils' kstatus of the BackgroundWorker (hack/kstatus): its status and message."""
     listing = kubectl("get", "bgw", name, "-n", namespace, "-o", "json").stdout
-    result = tools.run(tools.tool("kstatus"), input=json.dumps({"items": [json.loads(listing)]}))
+    wrapped = {"apiVersion": "v1", "kind": "List", "items": [json.loads(listing)]}
+    result = tools.run(tools.tool("kstatus"), input=json.dumps(wrapped))
     assert result.returncode == 0, result.stderr
     _, status, message = (result.stdout.strip() + " ").split(" ", 2)
     return status, message.strip()
