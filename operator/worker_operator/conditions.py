@@ -281,6 +281,7 @@ def assess(
     problem: Problem | None = None,
     missing_secrets: Sequence[str] = (),
     observed: Mapping[str, Any] | None = None,
+    ready_pods: int | None = None,
 ) -> Assessment:
     """The status of one worker.
 
@@ -289,6 +290,8 @@ def assess(
     ``deployment`` is ignored. ``missing_secrets`` are messages about referenced Secrets that
     do not exist. ``observed`` is the worker's entry in a pod's status document, ``None``
     when none could be read (the fields already in status are then left as they are).
+    ``ready_pods`` is how many Ready pods the pod watch shows (``None``: unknown; the
+    Deployment's count, which lags, is used then).
     ``now`` stamps changed conditions.
     """
     previous = list(previous_status.get("conditions") or ())
@@ -408,7 +411,7 @@ def assess(
         fields = observed_fields(observed)
         status.update(fields)
         events += _run_events(previous_status, fields)
-    elif counts["readyReplicas"] == 0:
+    elif (ready_pods if ready_pods is not None else counts["readyReplicas"]) == 0:
         # No replica runs it: nobody holds the lease and nothing is planned; the history stays.
         status.update({"leaseHolder": None, "nextScheduleTime": None})
     return Assessment(status=status, events=events)

@@ -626,6 +626,7 @@ class Reconciler:
             pods=list(self._pod_problems.get(key, {}).values()),
             missing_secrets=missing,
             observed=observed,
+            ready_pods=len(pods),
         )
         await self._publish(body, assessment)
         if assessment.degraded:
