@@ -474,13 +474,28 @@ def test_a_new_worker_gets_its_deployment_within_five_seconds_and_turns_ready(
     assert table.split("\n")[0].split() == [
         "NAME",
         "SCHEDULE",
-        "REPLICAS",
         "READY",
-        "SUSPENDED",
+        "STATUS",
+        "REASON",
+        "HOLDER",
+        "LAST",
+        "SUCCESS",
+        "NEXT",
         "AGE",
     ]
     row = table.split("\n")[1].split()
-    assert row[:6] == ["passive-users", "every", "10m", "2", "2/2", "false"]
+    # kwok's pods serve no status document: HOLDER, LAST SUCCESS and NEXT stay empty.
+    assert row[:9] == [
+        "passive-users",
+        "every",
+        "10m",
+        "2/2",
+        "True",
+        "ReplicasReady",
+        "<none>",
+        "<none>",
+        "<none>",
+    ]
 
 
 def test_changing_the_period_changes_the_environment_and_rolls_the_deployment(
