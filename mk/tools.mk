@@ -15,6 +15,7 @@ KUBECONFORM := $(TOOLS_DIR)/kubeconform-$(KUBECONFORM_VERSION)/kubeconform
 KUBE_SCORE := $(TOOLS_DIR)/kube-score-$(KUBE_SCORE_VERSION)/kube-score
 PLUTO := $(TOOLS_DIR)/pluto-$(PLUTO_VERSION)/pluto
 CT := $(TOOLS_DIR)/ct-$(CHART_TESTING_VERSION)/ct
+KSTATUS := $(TOOLS_DIR)/kstatus-$(KSTATUS_VERSION)/kstatus
 UV_HOME := $(TOOLS_DIR)/uv-$(UV_VERSION)
 UV := $(UV_HOME)/bin/uv
 CT_PYTHON := $(TOOLS_DIR)/ct-python-yamllint-$(YAMLLINT_VERSION)-yamale-$(YAMALE_VERSION)
@@ -22,13 +23,19 @@ CT_PYTHON := $(TOOLS_DIR)/ct-python-yamllint-$(YAMLLINT_VERSION)-yamale-$(YAMALE
 # Kubernetes release the test cluster runs (hack/kube_json_schemas.py).
 KUBE_SCHEMAS := $(TOOLS_DIR)/kube-json-schemas-$(KUBERNETES_VERSION)
 
-.PHONY: tools uv kube-schemas
+.PHONY: tools uv kube-schemas kstatus
 
 $(KUBECONFORM):
 	@$(BUILD_GO_TOOL) $@ github.com/yannh/kubeconform $(KUBECONFORM_VERSION) github.com/yannh/kubeconform/cmd/kubeconform
 
 $(KUBE_SCORE):
 	@$(BUILD_GO_TOOL) $@ github.com/zegl/kube-score $(KUBE_SCORE_VERSION) github.com/zegl/kube-score/cmd/kube-score
+
+# hack/kstatus: cli-utils' kstatus over `kubectl get -o json` (tests/e2e/test_real_node.py).
+$(KSTATUS): hack/kstatus/main.go hack/kstatus/go.mod
+	@$(dir $(BUILD_GO_TOOL))build-kstatus.sh $@
+
+kstatus: $(KSTATUS) ## build hack/kstatus (cli-utils' kstatus status of objects; cached)
 
 $(PLUTO):
 	@$(BUILD_GO_TOOL) $@ github.com/fairwindsops/pluto/v5 $(PLUTO_VERSION) github.com/fairwindsops/pluto/v5/cmd/pluto
@@ -59,7 +66,7 @@ $(KUBE_SCHEMAS)/.done: hack/kube_json_schemas.py
 
 kube-schemas: $(KUBE_SCHEMAS)/.done ## kubeconform's JSON schemas of Kubernetes $(KUBERNETES_VERSION), made offline (cached)
 
-tools: $(KUBECONFORM) $(KUBE_SCORE) $(PLUTO) $(CT) $(UV) $(KUBE_SCHEMAS)/.done helm prometheus ## build/install kubeconform, kube-score, pluto, ct, uv and kubeconform's schemas (cached)
+tools: $(KUBECONFORM) $(KUBE_SCORE) $(PLUTO) $(CT) $(UV) $(KUBE_SCHEMAS)/.done $(KSTATUS) helm prometheus ## build/install kubeconform, kube-score, pluto, ct, uv, kstatus and kubeconform's schemas (cached)
 
 # tests/integration/test_ecosystem_tools.py runs them.
 test-deps: tools

@@ -164,7 +164,7 @@ class WorkerRunner:
                 return
             # --- tickwork trigger hook (triggering.py): a renewal noticed a request.
             if self._manual is not None and self._manual.pending:
-                ran = await self._run_manual(term, plan, state, tg)
+                ran = await self._run_manual(term, plan, tg)
                 if ran is not None:
                     state, resumed = ran, False
                 continue
@@ -232,7 +232,7 @@ class WorkerRunner:
             resumed = False
 
     async def _run_manual(
-        self, term: Term, plan: Plan, state: ScheduleState, tg: asyncio.TaskGroup
+        self, term: Term, plan: Plan, tg: asyncio.TaskGroup
     ) -> ScheduleState | None:
         """Claim and run the manual slot of a ``tickwork trigger`` (triggering.py); the new
         state, or ``None`` when there was nothing to run."""

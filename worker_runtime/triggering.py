@@ -41,6 +41,7 @@ __all__ = [
     "TriggerRequest",
     "request_trigger",
     "run_trigger_command",
+    "trigger_counter",
 ]
 
 #: The ``trigger`` label of runs asked for with ``tickwork trigger``.
@@ -108,7 +109,8 @@ return 1
 _metrics: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
 
 
-def _counter(registry: CollectorRegistry) -> Counter:
+def trigger_counter(registry: CollectorRegistry) -> Counter:
+    """``tickwork_triggered_ticks_total`` on ``registry`` (registered once per registry)."""
     counter = _metrics.get(registry)
     if counter is None:
         counter = _metrics[registry] = Counter(
@@ -146,7 +148,7 @@ class ManualTrigger:
         self._sha = provider.batch.script(_CLAIM_TRIGGERED)
         self._record_sha = provider.batch.script(_RECORD_TRIGGERED)
         self._claimed: str | None = None
-        self._counter = _counter(registry)
+        self._counter = trigger_counter(registry)
         for outcome in FINISHED_OUTCOMES:
             self._counter.labels(worker=worker, trigger=MANUAL, outcome=outcome.value)
         self.pending = False

@@ -4,6 +4,9 @@
 ``Progressing``: a rollout or scaling is under way.
 ``Degraded``: something needs a human: a spec the operator cannot run, a missing Secret, an
 image that cannot be pulled, a crash loop, a rollout past its deadline.
+``Reconciling`` (while not yet Ready and not Degraded, or Progressing) and ``Stalled``
+(while Degraded) are there only while True: kstatus' conventions, for Flux, Argo CD,
+``kubectl wait`` and cli-utils.
 
 What the worker is doing (``lastScheduleTime`` ... ``fencingToken``) comes from a Ready pod's
 status document (``observed_fields``); a run that ends badly after one that did not posts a
@@ -36,6 +39,12 @@ __all__ = [
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+#: kstatus' "abnormal-true" conditions (sigs.k8s.io/cli-utils/pkg/kstatus), present only
+#: while True, so Flux, Argo CD and cli-utils read the worker as InProgress or Failed.
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+#: Ready=False for these reasons is the desired state (no replica is asked for).
+_AT_REST = frozenset({"Suspended", "ScaledToZero"})
 
 _IMAGE_REASONS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -272,6 +281,7 @@ def assess(
     problem: Problem | None = None,
     missing_secrets: Sequence[str] = (),
     observed: Mapping[str, Any] | None = None,
+    ready_pods: int | None = None,
 ) -> Assessment:
     """The status of one worker.
 
@@ -280,6 +290,8 @@ def assess(
     ``deployment`` is ignored. ``missing_secrets`` are messages about referenced Secrets that
     do not exist. ``observed`` is the worker's entry in a pod's status document, ``None``
     when none could be read (the fields already in status are then left as they are).
+    ``ready_pods`` is how many Ready pods the pod watch shows (``None``: unknown; the
+    Deployment's count, which lags, is used then).
     ``now`` stamps changed conditions.
     """
     previous = list(previous_status.get("conditions") or ())
@@ -300,6 +312,7 @@ def assess(
             _condition(PROGRESSING, False, problem.reason, problem.message, generation),
             _condition(DEGRADED, True, problem.reason, problem.message, generation),
         ]
+        conditions += _kstatus(*conditions, generation=generation)
         status["conditions"] = merge_conditions(previous, conditions, now=now)
         return Assessment(status=status, events=_events(previous, status["conditions"]))
 
@@ -390,16 +403,37 @@ def assess(
         degraded = _condition(DEGRADED, True, found.reason, found.message, generation)
     else:
         degraded = _condition(DEGRADED, False, "AsExpected", "no problems found", generation)
-    status["conditions"] = merge_conditions(previous, [ready, progressing, degraded], now=now)
+    conditions = [ready, progressing, degraded]
+    conditions += _kstatus(ready, progressing, degraded, generation=generation)
+    status["conditions"] = merge_conditions(previous, conditions, now=now)
     events = _events(previous, status["conditions"])
     if observed is not None:
         fields = observed_fields(observed)
         status.update(fields)
         events += _run_events(previous_status, fields)
-    elif counts["readyReplicas"] == 0:
+    elif (ready_pods if ready_pods is not None else counts["readyReplicas"]) == 0:
         # No replica runs it: nobody holds the lease and nothing is planned; the history stays.
         status.update({"leaseHolder": None, "nextScheduleTime": None})
     return Assessment(status=status, events=events)
+
+
+def _kstatus(
+    ready: Mapping[str, Any],
+    progressing: Mapping[str, Any],
+    degraded: Mapping[str, Any],
+    *,
+    generation: int,
+) -> list[dict[str, Any]]:
+    """``Stalled`` while Degraded, else ``Reconciling`` while on the way to Ready."""
+    if degraded["status"] == "True":
+        return [_condition(STALLED, True, degraded["reason"], degraded["message"], generation)]
+    if progressing["status"] == "True":
+        why = progressing
+    elif ready["status"] == "False" and ready["reason"] not in _AT_REST:
+        why = ready
+    else:
+        return []
+    return [_condition(RECONCILING, True, why["reason"], why["message"], generation)]
 
 
 def _degradation(

@@ -624,8 +624,9 @@ def _condition() -> Schema:
         "One aspect of the current state (standard metav1.Condition).",
         {
             "type": string(
-                "Ready, Progressing or Degraded (metav1.Condition's type: an optional DNS "
-                "subdomain prefix and a CamelCase name).",
+                "Ready, Progressing, Degraded, and while True Reconciling or Stalled "
+                "(metav1.Condition's type: an optional DNS subdomain prefix and a CamelCase "
+                "name).",
                 min_length=1,
                 max_length=316,
                 pattern=CONDITION_TYPE_PATTERN,
@@ -696,7 +697,9 @@ def _status() -> Schema:
             ),
             "fencingToken": integer("The fencing token of the latest run's lease.", bits=64),
             "conditions": array(
-                "Ready, Progressing and Degraded.", _condition(), map_keys=["type"]
+                "Ready, Progressing and Degraded; Reconciling or Stalled while True (kstatus).",
+                _condition(),
+                map_keys=["type"],
             ),
         },
     )

@@ -691,6 +691,7 @@ class Reconciler:
             pods=list(self._pod_problems.get(key, {}).values()),
             missing_secrets=missing,
             observed=observed,
+            ready_pods=len(pods),
         )
         await self._publish(body, assessment)
         self._recheck_if_degraded(key, degraded=assessment.degraded)

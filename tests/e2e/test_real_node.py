@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.e2e.test_chart import apply, get
-from tests.integration.prometheus_support import PrometheusServer
-from tests.support import processes, real_node
+from tests.integration.prometheus_support import PrometheusServer, sample_value
+from tests.support import processes, real_node, tools
 from tests.support.real_node import (
     NODE_NAME,
     Tick,
@@ -395,6 +395,16 @@ def test_kubectl_get_bgw_shows_the_holder_last_success_and_next_slot_and_they_ch
     assert bgw_columns(kubectl, ns, worker)["NEXT"] != columns["NEXT"]
 
 
+def kstatus_of(kubectl: Tool, namespace: str, name: str) -> tuple[str, str]:
+    """cli-utils' kstatus of the BackgroundWorker (hack/kstatus): its status and message."""
+    listing = kubectl("get", "bgw", name, "-n", namespace, "-o", "json").stdout
+    wrapped = {"apiVersion": "v1", "kind": "List", "items": [json.loads(listing)]}
+    result = tools.run(tools.tool("kstatus"), input=json.dumps(wrapped))
+    assert result.returncode == 0, result.stderr
+    _, status, message = (result.stdout.strip() + " ").split(" ", 2)
+    return status, message.strip()
+
+
 def test_kubectl_wait_for_ready_and_kstatus_read_the_worker_as_current(
     kubectl: Tool, product: Product, worker: str
 ) -> None:
@@ -408,10 +418,40 @@ def test_kubectl_wait_for_ready_and_kstatus_read_the_worker_as_current(
         "--timeout=60s",
         timeout_seconds=90,
     )
-    result = kubectl(
-        "wait", "--for=condition=Ready", "bgw/missing-worker", "-n", ns, "--timeout=2s", check=False
+    status, message = kstatus_of(kubectl, ns, worker)
+    print(f"kstatus: {status} {message}")
+    assert status == "Current", message
+    # A rollout in progress reads as InProgress, then Current again.
+    kubectl(
+        "patch",
+        "bgw",
+        worker,
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"env": [{"name": "EXAMPLE_KSTATUS", "value": uuid.uuid4().hex}]}}),
     )
-    assert result.returncode != 0
+    seen = wait_until(
+        lambda: (k := kstatus_of(kubectl, ns, worker))[0] == "InProgress" and k,
+        timeout=30,
+        what="kstatus InProgress during the rollout",
+    )
+    print(f"kstatus during the rollout: {seen}")
+    wait_until(
+        lambda: kstatus_of(kubectl, ns, worker)[0] == "Current",
+        timeout=150,
+        what="kstatus Current after the rollout",
+    )
+    kubectl(
+        "wait",
+        "--for=condition=Ready",
+        f"bgw/{worker}",
+        "-n",
+        ns,
+        "--timeout=60s",
+        timeout_seconds=90,
+    )
 
 
 def test_killing_the_holder_pod_changes_holder_within_ttl_a_period_and_one_status_refresh(
@@ -499,6 +539,59 @@ def test_a_failing_worker_shows_last_outcome_failure_and_a_run_failed_warning_ev
         assert len(run_failed()) == 1
     finally:
         kubectl("delete", "bgw", name, "-n", ns, "--ignore-not-found")
+
+
+def test_tickwork_trigger_in_a_pod_runs_one_extra_slot_exactly_once_and_counts_it_as_manual(
+    kubectl: Tool, product: Product, worker: str
+) -> None:
+    ns = product.namespace
+    runtime = runtime_name(ns, worker)
+    wait_until(
+        lambda: len(running_pods(kubectl, ns, worker)) == 3, timeout=90, what="three Ready pods"
+    )
+    holder, token = the_holder(kubectl, ns, worker)
+    result = kubectl(
+        "exec",
+        f"deploy/{worker}",
+        "-n",
+        ns,
+        "--",
+        "tickwork",
+        "trigger",
+        worker,
+        "--wait",
+        "30s",
+        timeout_seconds=60,
+    )
+    print(result.stdout.strip())
+    assert "ended with success" in result.stdout, result.stdout
+    record = json.loads(
+        kubectl(
+            "exec", f"deploy/{worker}", "-n", ns, "--", "tickwork", "status", runtime, "--json"
+        ).stdout
+    )[runtime]
+    assert record["triggered_outcome"] == "success"
+    slot = float(record["triggered_slot"])
+    time.sleep(PERIOD_SECONDS)
+    pods = [p["metadata"]["name"] for p in running_pods(kubectl, ns, worker)]
+    runs = [t for t in ticks_of(kubectl, ns, pods) if abs(t.slot.timestamp() - slot) < 0.01]
+    # Exactly once, in the pods' logs, on the holder, fenced like any slot.
+    assert len(runs) == 1, runs
+    assert runs[0].replica == holder
+    assert runs[0].token == token
+    pod = get(kubectl, "pod", holder, ns)
+    text = real_node.scrape(pod)
+    assert text is not None
+    assert (
+        sample_value(
+            text,
+            "tickwork_triggered_ticks_total",
+            worker=runtime,
+            trigger="manual",
+            outcome="success",
+        )
+        == 1
+    )
 
 
 def test_deleting_the_leading_pod_hands_the_lease_over_within_ttl_and_a_period(
@@ -640,6 +733,10 @@ def test_a_bad_redis_secret_shows_in_the_pods_and_as_degraded_with_the_reason(
 
         found = wait_until(degraded, timeout=120, what="Degraded=True")
         assert found["reason"] == "CrashLoopBackOff", found
+        # kstatus-based tools (Flux, Argo CD, cli-utils) read it as Failed (Stalled=True).
+        wait_until(
+            lambda: kstatus_of(kubectl, ns, name)[0] == "Failed", timeout=30, what="kstatus Failed"
+        )
         pod = worker_pods(kubectl, ns, name)[0]["metadata"]["name"]
         log = (
             kubectl("logs", pod, "-n", ns, "--previous", check=False).stdout

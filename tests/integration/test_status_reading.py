@@ -119,3 +119,94 @@ async def test_pods_that_do_not_answer_are_asked_again_only_after_a_growing_dela
         )
         == 4.0
     )
+
+
+def _pod(name: str, *, ready: bool, ip: str = "127.0.0.1") -> dict[str, object]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "team-a",
+            "labels": {
+                "app.kubernetes.io/managed-by": "tickwork-operator",
+                "app.kubernetes.io/instance": "passive-users",
+            },
+        },
+        "status": {
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+async def test_the_reconciler_copies_a_ready_pod_s_document_into_status_and_refreshes_it(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+    from typing import cast
+
+    from tests.unit.operator.conftest import FakeKubeApi, worker_body
+    from worker_operator.kubeapi import KubeApi
+    from worker_operator.reconciling import Reconciler
+    from worker_operator.settings import OperatorSettings
+
+    port = free_port()
+    proc = start_tickwork(
+        [
+            "run",
+            "tests.workers.sample:Ticker",
+            "--name",
+            "team-a.passive-users",
+            "--period",
+            "300ms",
+            "--redis-url",
+            redis_server.url,
+            "--replica-id",
+            "passive-users-abc",
+            "--metrics-port",
+            str(port),
+        ],
+        log_path=tmp_path / "replica.log",
+    )
+    api = FakeKubeApi()
+    clock = Clock()
+    reconciler = Reconciler(
+        api=cast(KubeApi, api),
+        settings=OperatorSettings(status_refresh_seconds=7.0),
+        metrics=OperatorMetrics(CollectorRegistry()),
+        now=lambda: datetime(2026, 3, 1, tzinfo=UTC),
+        monotonic=clock,
+    )
+    body = api.add_worker(worker_body(metrics={"port": port, "scrape": True}))
+    key = ("team-a", "passive-users")
+    try:
+        await reconciler.reconcile(body, trigger="create")
+        await reconciler.on_deployment_event("MODIFIED", api.roll_out(*key))
+
+        async def status_with_a_success() -> dict[str, object]:
+            for _ in range(100):
+                await reconciler.on_pod_event("MODIFIED", _pod("passive-users-abc", ready=True))
+                await reconciler.reconcile_key(*key, trigger="requeue")
+                status = api.workers[key]["status"]
+                if status.get("lastOutcome") == "success":
+                    return dict(status)
+                reconciler.status_reader.forget(key)
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"no success in status: {api.workers[key]['status']}")
+
+        status = await status_with_a_success()
+        # Read again after the refresh interval, while a Ready pod is there.
+        refresh_at = reconciler.queue.deadline(key)
+        gone = _pod("passive-users-abc", ready=False)
+        await reconciler.on_pod_event("MODIFIED", gone)
+        after = api.workers[key]["status"]
+    finally:
+        assert stop(proc) == 0
+        await reconciler.status_reader.close()
+    assert status["leaseHolder"] == "passive-users-abc"
+    assert isinstance(status["fencingToken"], int)
+    assert str(status["nextScheduleTime"]) >= str(status["lastScheduleTime"])
+    assert refresh_at == pytest.approx(clock.now + 7.0)
+    # Its only Ready pod stopped being Ready: nobody holds the lease, the history stays.
+    assert "leaseHolder" not in after
+    assert "nextScheduleTime" not in after
+    assert after["lastOutcome"] == "success"

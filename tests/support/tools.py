@@ -21,6 +21,7 @@ _GO_TOOLS = {
     "kube-score": "KUBE_SCORE_VERSION",
     "pluto": "PLUTO_VERSION",
     "ct": "CHART_TESTING_VERSION",
+    "kstatus": "KSTATUS_VERSION",
 }
 
 

@@ -99,7 +99,12 @@ class FakeKubeApi:
         body = self.workers.get((namespace, name))
         if body is None:
             raise NotFound(404, f'backgroundworkers "{name}" not found')
-        body.setdefault("status", {}).update(copy.deepcopy(status))
+        stored = body.setdefault("status", {})
+        for field, value in copy.deepcopy(status).items():  # a JSON merge patch: null removes
+            if value is None:
+                stored.pop(field, None)
+            else:
+                stored[field] = value
         body["metadata"]["resourceVersion"] = self._rv()
         self.status_patches.append((namespace, name, copy.deepcopy(status)))
         return copy.deepcopy(body)

@@ -317,6 +317,7 @@ def test_a_spec_problem_sets_every_condition_and_keeps_other_status_fields_out()
         "Ready": ("False", "InvalidSpec"),
         "Progressing": ("False", "InvalidSpec"),
         "Degraded": ("True", "InvalidSpec"),
+        "Stalled": ("True", "InvalidSpec"),
     }
     assert [(e.event_type, e.reason, e.message) for e in result.events] == [
         ("Warning", "InvalidSpec", "spec.schedule.cron: never matches")
@@ -509,3 +510,45 @@ def test_a_success_after_failures_posts_run_recovered() -> None:
     recovered = _observed(failing, _document_entry(lastRunTime="2026-03-01T12:30:00Z"))
 
     assert [(e.event_type, e.reason) for e in recovered.events] == [("Normal", "RunRecovered")]
+
+
+def test_kstatus_reads_a_rollout_as_reconciling_a_degraded_worker_as_stalled_and_rest_as_done() -> (
+    None
+):
+    spec = {"replicas": 2, "redis": {"url": "redis://r"}}
+    rolling = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(**spec),
+        deployment=deployment(replicas=2, ready=1, updated=1),
+    )
+    ready = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(**spec),
+        deployment=deployment(replicas=2, ready=2),
+    )
+    suspended = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(**spec, suspend=True),
+        deployment=deployment(replicas=0, ready=0),
+    )
+    missing = assess(
+        generation=1,
+        previous_status={},
+        now=T0,
+        worker=worker(**spec),
+        deployment=None,
+        missing_secrets=['Secret "redis" does not exist'],
+    )
+
+    assert conditions_of(rolling.status)["Reconciling"] == ("True", "RollingOut")
+    assert "Stalled" not in conditions_of(rolling.status)
+    assert {"Reconciling", "Stalled"}.isdisjoint(conditions_of(ready.status))
+    assert {"Reconciling", "Stalled"}.isdisjoint(conditions_of(suspended.status))
+    assert conditions_of(missing.status)["Stalled"] == ("True", "SecretNotFound")
+    assert "Reconciling" not in conditions_of(missing.status)
