@@ -28,14 +28,14 @@ async def main(period: float, jobs: int, replica: str) -> None:
     anchor = math.ceil(time.time()) + 1.0  # a whole second: every process shares the grid
     scheduler = AsyncIOScheduler(timezone=timezone.utc)
 
-    async def job() -> None:
+    async def job(name: str) -> None:
         now = time.time()
-        record("apscheduler3", replica, grid_slot(now, anchor=anchor, period=period), now)
+        record("apscheduler3", replica, grid_slot(now, anchor=anchor, period=period), now, name)
 
     start = datetime.fromtimestamp(anchor, tz=timezone.utc)
     for index in range(jobs):
         scheduler.add_job(
-            job, "interval", seconds=period, start_date=start, id=f"job{index}",
+            job, "interval", args=[f"job{index}"], seconds=period, start_date=start, id=f"job{index}",
             max_instances=1, coalesce=True, misfire_grace_time=max(1, int(period)),
         )  # fmt: skip
     stop = asyncio.Event()

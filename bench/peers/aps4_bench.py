@@ -29,8 +29,9 @@ REPLICA = sys.argv[3] if len(sys.argv) > 3 else "aps4"
 
 async def job() -> None:
     now = time.time()
-    fire = current_job.get().scheduled_fire_time
-    record("apscheduler4", REPLICA, fire.timestamp() if fire else now, now)
+    info = current_job.get()
+    fire = info.scheduled_fire_time
+    record("apscheduler4", REPLICA, fire.timestamp() if fire else now, now, str(info.schedule_id))
 
 
 async def main(period: float, jobs: int) -> None:

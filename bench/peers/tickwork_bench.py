@@ -25,7 +25,7 @@ class Bench(PeriodicWorker):
 
     async def do_work(self, ctx: TickContext) -> None:
         start = time.time()
-        record("tickwork", ctx.replica_id, ctx.scheduled_at.timestamp(), start)
+        record("tickwork", ctx.replica_id, ctx.scheduled_at.timestamp(), start, ctx.worker)
 
 
 def __getattr__(name: str) -> Any:
