@@ -20,7 +20,6 @@ make cluster-up`) or ``KUBECONFIG``, and the Go baseline (`make bench-go-baselin
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import subprocess
 import sys
@@ -32,14 +31,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import contextlib
+
 import yaml
 
-from bench.systems import REPO
+from bench.measuring import cpu_seconds, percentile, rss_mib
+from bench.systems import CACHE, CLUSTER_VERSIONS, REPO, go_baseline_path
 
 GROUP, VERSION, PLURAL = "tickwork.dev", "v1alpha1", "backgroundworkers"
 CONCURRENT_CREATES = 20
 OPERATORS = ("tickwork", "go-baseline")
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class NotAvailable(Exception):
@@ -47,16 +48,7 @@ class NotAvailable(Exception):
 
 
 def _kubectl_path() -> Path:
-    versions = {}
-    for line in (REPO / "hack" / "versions.env").read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            versions[key] = value
-    cache = Path(
-        os.environ.get("TICKWORK_CACHE")
-        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tickwork"
-    )
-    return cache / f"kubectl-layer-{versions['KUBECTL_LAYER_VERSION']}" / "kubectl"
+    return CACHE / f"kubectl-layer-{CLUSTER_VERSIONS['KUBECTL_LAYER_VERSION']}" / "kubectl"
 
 
 def _kubeconfig() -> Path:
@@ -66,12 +58,10 @@ def _kubeconfig() -> Path:
 
 
 def go_baseline() -> Path:
-    path = os.environ.get("TICKWORK_GO_BASELINE")
-    if not path or not Path(path).exists():
-        raise NotAvailable(
-            "the Go baseline is not built (run `make bench`, which sets TICKWORK_GO_BASELINE)"
-        )
-    return Path(path)
+    path = go_baseline_path()
+    if not path.exists():
+        raise NotAvailable(f"the Go baseline {path} is not built (run `make bench-go-baseline`)")
+    return path
 
 
 class Cluster:
@@ -154,25 +144,6 @@ def _worker(name: str, namespace: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 async def _measure(
     kubeconfig: Path, namespace: str, *, resources: int, burst: int, pid: int,
     cluster: Cluster, schema: str,
@@ -208,17 +179,15 @@ async def _measure(
         )
         return sent
 
-    async def until(predicate: Any, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def until(predicate: Any, limit_seconds: float) -> None:
+        deadline = time.monotonic() + limit_seconds
         while not predicate():
             changed.clear()
             left = deadline - time.monotonic()
             if left <= 0:
-                raise RuntimeError(f"timed out after {timeout:g}s ({len(seen)} Deployments)")
-            try:
+                raise RuntimeError(f"timed out after {limit_seconds:g}s ({len(seen)} Deployments)")
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=min(left, 1.0))
-            except TimeoutError:
-                pass
 
     watcher = asyncio.create_task(watch_deployments())
     try:
@@ -238,7 +207,7 @@ async def _measure(
         # the burst
         names = [f"burst-{index:04d}" for index in range(burst)]
         before = cluster.dispatched().get(schema, 0.0)
-        cpu_before = _cpu_seconds(pid)
+        cpu_before = cpu_seconds(pid)
         sent: dict[str, float] = {}
         gate = asyncio.Semaphore(CONCURRENT_CREATES)
 
@@ -251,24 +220,24 @@ async def _measure(
         created = time.time()
         await until(lambda: all(n in seen for n in names), 600)
         done = max(seen[n] for n in names)
-        cpu_burst = _cpu_seconds(pid) - cpu_before
+        cpu_burst = cpu_seconds(pid) - cpu_before
         await asyncio.sleep(5.0)
         burst_requests = cluster.dispatched().get(schema, 0.0) - before
-        rss = _rss_mib(pid)
-        quiet_cpu0, quiet_t0 = _cpu_seconds(pid), time.monotonic()
+        rss = rss_mib(pid)
+        quiet_cpu0, quiet_t0 = cpu_seconds(pid), time.monotonic()
         await asyncio.sleep(10.0)
-        quiet_share = (_cpu_seconds(pid) - quiet_cpu0) / (time.monotonic() - quiet_t0)
+        quiet_share = (cpu_seconds(pid) - quiet_cpu0) / (time.monotonic() - quiet_t0)
         latencies = [seen[n] - sent[n] for n in names]
         return {
-            "sequential_p50": _percentile(sequential, 0.5),
-            "sequential_p99": _percentile(sequential, 0.99),
+            "sequential_p50": percentile(sequential, 0.5),
+            "sequential_p99": percentile(sequential, 0.99),
             "sequential_requests_per_worker": sequential_requests / max(1, resources),
             "burst": burst,
             "burst_create_seconds": created - start,
             "burst_seconds": done - start,
             "burst_rate": burst / (done - start),
-            "burst_p50": _percentile(latencies, 0.5),
-            "burst_p99": _percentile(latencies, 0.99),
+            "burst_p50": percentile(latencies, 0.5),
+            "burst_p99": percentile(latencies, 0.99),
             "burst_requests_per_worker": burst_requests / max(1, burst),
             "burst_cpu_seconds": cpu_burst,
             "rss_mib": rss,
@@ -276,10 +245,8 @@ async def _measure(
         }
     finally:
         watcher.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await watcher
-        except asyncio.CancelledError:
-            pass
         await api_client.close()
 
 
@@ -303,7 +270,9 @@ def run(*, resources: int = 100, burst: int = 1000, base: Path | None = None) ->
     cluster = Cluster(kubeconfig)
     if not cluster.kubectl_binary.exists():
         raise NotAvailable(f"{cluster.kubectl_binary} is missing (run `make cluster-build`)")
-    if not kubeconfig.exists() or "ok" not in cluster.kubectl("get", "--raw", "/readyz", check=False):
+    if not kubeconfig.exists() or "ok" not in cluster.kubectl(
+        "get", "--raw", "/readyz", check=False
+    ):
         raise NotAvailable(
             f"no control plane answers at {kubeconfig} (run `TICKWORK_REAL_NODE=0 make cluster-up`)"
         )
@@ -352,7 +321,7 @@ def render(results: dict[str, Any]) -> list[str]:
 
     def row(label: str, key: str, fmt: str, scale: float = 1.0) -> str:
         a, b = t[key] * scale, g[key] * scale
-        ratio = f"{a / b:.2f}×" if b else "–"
+        ratio = f"{a / b:.2f}x" if b else "-"
         return f"| {label} | {a:{fmt}} | {b:{fmt}} | {ratio} |"
 
     return [
@@ -379,8 +348,11 @@ def render(results: dict[str, Any]) -> list[str]:
         row("burst, per-resource create → Deployment p99 s", "burst_p99", ".2f"),
         row("API requests per new worker, burst", "burst_requests_per_worker", ".1f"),
         row("operator CPU during the burst, s", "burst_cpu_seconds", ".1f"),
-        row(f"operator RSS with {results['burst'] + results['resources']} resources, MiB",
-            "rss_mib", ".0f"),  # fmt: skip
+        row(
+            f"operator RSS with {results['burst'] + results['resources']} resources, MiB",
+            "rss_mib",
+            ".0f",
+        ),
         row("operator CPU when quiet, % of a core", "quiet_cpu_share", ".1f", 100),
         "",
     ]

@@ -20,7 +20,6 @@ import os
 import platform
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,38 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 
 from bench import recording, systems
+from bench.measuring import cpu_seconds, median, percentile, rss_mib
 from bench.systems import Process, Settings
 from tests.support.processes import RedisServer
 
 RESULTS = systems.REPO / "bench" / "RESULTS.md"
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The harness's own commands, left out of the per-tick counts.
 _OWN_COMMANDS = {"info", "config", "ping", "client", "hello"}
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..1); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
-def median(values: list[float]) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return statistics.median(values) if values else math.nan
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Bench:
@@ -259,7 +233,7 @@ class Takeover:
     system: str
     sig: str
     seconds: float  # signal → the next run's start
-    past_due: float  # the next run's start − when the first slot after the signal was due
+    past_due: float  # the next run's start - when the first slot after the signal was due
     slots_missed: int
     other_replica: bool
 
@@ -389,11 +363,11 @@ class Report:
 
 
 def _ms(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value * 1000:.1f}"
+    return "-" if math.isnan(value) else f"{value * 1000:.1f}"
 
 
 def _ratio(a: float, b: float) -> str:
-    return "–" if math.isnan(a) or math.isnan(b) or b == 0 else f"{a / b:.2f}×"
+    return "-" if math.isnan(a) or math.isnan(b) or b == 0 else f"{a / b:.2f}x"
 
 
 def versions() -> dict[str, str]:
@@ -443,7 +417,7 @@ def _lateness_table(period: float, runs: dict[str, list[Steady]]) -> list[str]:
         lines.append(
             f"| {system} | {samples[0].processes} | {_ms(p50)} | {_ms(p99)} "
             f"| {_ratio(p50, base_p50)} | {_ratio(p99, base_p99)} | {runs_ratio:.2f} | {most} "
-            f"| {'–' if math.isnan(commands) or commands == 0 else f'{commands:.1f}'} |"
+            f"| {'-' if math.isnan(commands) or commands == 0 else f'{commands:.1f}'} |"
         )
     return lines
 
@@ -457,6 +431,72 @@ def _commands_breakdown(runs: dict[str, list[Steady]]) -> list[str]:
         top = ", ".join(f"{k} {v}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1])[:8])
         lines.append(f"- {system}, {samples[0].slots} runs: {top}")
     return lines
+
+
+def _med(samples: list[Steady], what: Callable[[Steady], float]) -> float:
+    return median([what(r) for r in samples])
+
+
+def goals(report: Report) -> list[tuple[str, str, bool | None]]:
+    """Issue 14's (and 18's) goals against this run: (goal, measured, met; None: not run)."""
+    rows: list[tuple[str, str, bool | None]] = []
+    a = report.args
+    for period, runs in report.lateness.items():
+        tw, aps = runs.get("tickwork x3 (Redis)"), runs.get("apscheduler3 x1")
+        if not tw or not aps:
+            continue
+        p99 = _med(tw, lambda r: r.p99) / _med(aps, lambda r: r.p99)
+        p50 = _med(tw, lambda r: r.p50) / _med(aps, lambda r: r.p50)
+        at = f"{period * 1000:g} ms"
+        rows.append((f"lateness p99 at {at}, 3 replicas: <= 1.5x APScheduler 3", f"{p99:.2f}x",
+                     p99 <= 1.5))  # fmt: skip
+        rows.append((f"lateness p50 and p99 at {at}: <= 1.1x APScheduler 3 (issue 18)",
+                     f"{p50:.2f}x / {p99:.2f}x", p50 <= 1.1 and p99 <= 1.1))  # fmt: skip
+        beat = runs.get("redbeat (2 beats + worker)")
+        if period == 1.0 and beat:
+            ours, theirs = (_med(tw, lambda r: r.commands_per_run),
+                            _med(beat, lambda r: r.commands_per_run))  # fmt: skip
+            rows.append(("Redis commands per tick, all replicas, at 1 s: <= RedBeat's",
+                         f"{ours:.1f} vs {theirs:.1f}", ours <= theirs))  # fmt: skip
+    tw_takeovers = [t for t in report.takeovers if t.system == "tickwork"]
+    term = [t.past_due for t in tw_takeovers if t.sig == "SIGTERM"]
+    kill = [t.seconds for t in tw_takeovers if t.sig == "SIGKILL"]
+    if term:
+        rows.append(("SIGTERM of the holder: the next slot starts <= 50 ms late (median)",
+                     f"{median(term) * 1000:.0f} ms", median(term) <= 0.05))  # fmt: skip
+    if kill:
+        rows.append((f"SIGKILL of the holder: the next run <= TTL + 100 ms ({a.ttl:g} s TTL)",
+                     f"{median(kill):.2f} s median, {max(kill):.2f} s max",
+                     max(kill) <= a.ttl + 0.1))  # fmt: skip
+    local = report.many.get("tickwork (in-process lease)")
+    leased = report.many.get("tickwork (Redis leases)")
+    aps = report.many.get("apscheduler3")
+    if local and aps:
+        cpu = _med(local, lambda r: r.cpu_share) / _med(aps, lambda r: r.cpu_share)
+        rss = _med(local, lambda r: r.rss_mib) / _med(aps, lambda r: r.rss_mib)
+        p99 = _med(local, lambda r: r.p99) / _med(aps, lambda r: r.p99)
+        n = f"{a.workers:,} workers"
+        rows.append((f"{n}, one process: CPU <= 2x APScheduler 3's", f"{cpu:.2f}x", cpu <= 2))
+        rows.append((f"{n}, one process: RSS <= 2x APScheduler 3's", f"{rss:.2f}x", rss <= 2))
+        rows.append((f"{n}, one process: lateness p99 <= APScheduler 3's", f"{p99:.2f}x",
+                     p99 <= 1))  # fmt: skip
+    if leased:
+        rate = _med(leased, lambda r: r.runs_per_second)
+        rows.append((f"{a.workers:,} workers on Redis leases: every slot run",
+                     f"{rate:.0f} of {a.workers} runs/s", rate >= 0.99 * a.workers))  # fmt: skip
+    op = report.operator or {}
+    t, g = op.get("tickwork"), op.get("go-baseline")
+    if t and g:
+        ratio = t["burst_rate"] / g["burst_rate"]
+        rows.append(("operator burst rate >= 2x the Go baseline's (default settings)",
+                     f"{t['burst_rate']:.1f}/s vs {g['burst_rate']:.1f}/s ({ratio:.2f}x)",
+                     ratio >= 2))  # fmt: skip
+        rows.append(("operator: <= 5 API requests per new worker (burst)",
+                     f"{t['burst_requests_per_worker']:.1f}",
+                     t["burst_requests_per_worker"] <= 5))  # fmt: skip
+        rows.append((f"operator RSS <= 150 MiB with {op['burst'] + op['resources']} resources",
+                     f"{t['rss_mib']:.0f} MiB", t["rss_mib"] <= 150))  # fmt: skip
+    return rows
 
 
 def render(report: Report) -> str:
@@ -495,6 +535,13 @@ def render(report: Report) -> str:
         "once; a job starts when a worker polls (0.5 s).",
         "",
     ]
+    rows = goals(report)
+    if rows:
+        lines += ["## The goals of issue 14 in this run", "", "| goal | measured | met |",
+                  "|---|---|---|"]  # fmt: skip
+        lines += [f"| {goal} | {measured} | {'yes' if met else '**no**'} |"
+                  for goal, measured, met in rows]  # fmt: skip
+        lines.append("")
     for period, runs in report.lateness.items():
         lines += _lateness_table(period, runs)
         lines += _commands_breakdown(runs)
@@ -548,7 +595,7 @@ def render(report: Report) -> str:
             lines.append(
                 f"| {system} | {cpu * 100:.1f} | {rss:.0f} | {_ms(p50)} | {_ms(p99)} "
                 f"| {rate:.0f} | {max(r.max_runs_per_slot for r in samples)} "
-                f"| {'–' if cmds == 0 else f'{cmds:.2f}'} | {_ratio(cpu, b_cpu)} "
+                f"| {'-' if cmds == 0 else f'{cmds:.2f}'} | {_ratio(cpu, b_cpu)} "
                 f"| {_ratio(rss, b_rss)} | {_ratio(p99, b_p99)} |"
             )
         lines.append("")

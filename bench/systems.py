@@ -9,6 +9,8 @@ runtime is installed).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -16,7 +18,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.processes import REPO
+from tests.support.real_node import read_env_file
+
 TICKWORK = Path(sys.executable).with_name("tickwork")
 CACHE = Path(
     os.environ.get("TICKWORK_CACHE")
@@ -25,24 +29,28 @@ CACHE = Path(
 BENCH_CACHE = CACHE / "bench"
 
 
-def read_env(path: Path) -> dict[str, str]:
-    pairs = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            pairs[key] = value
-    return pairs
-
-
-VERSIONS = read_env(REPO / "bench" / "peers.env")
+VERSIONS = read_env_file(REPO / "bench" / "peers.env")
+CLUSTER_VERSIONS = read_env_file(REPO / "hack" / "versions.env")
 VENVS = {
     "apscheduler3": BENCH_CACHE / f"apscheduler-{VERSIONS['APSCHEDULER3_VERSION']}",
     "apscheduler4": BENCH_CACHE / f"apscheduler-{VERSIONS['APSCHEDULER4_VERSION']}",
-    "redbeat": BENCH_CACHE / f"celery-{VERSIONS['CELERY_VERSION']}-redbeat-{VERSIONS['REDBEAT_VERSION']}",
+    "redbeat": BENCH_CACHE
+    / f"celery-{VERSIONS['CELERY_VERSION']}-redbeat-{VERSIONS['REDBEAT_VERSION']}",
     "arq": BENCH_CACHE / f"arq-{VERSIONS['ARQ_VERSION']}",
     "py-spy": BENCH_CACHE / f"py-spy-{VERSIONS['PY_SPY_VERSION']}",
 }
+
+
+GO_BASELINE_SOURCE = REPO / "bench" / "baselines" / "go-reconciler"
+
+
+def go_baseline_path() -> Path:
+    """Where `make bench-go-baseline` builds the Go baseline: named by its source's hash
+    (the sha256 of go.mod, go.sum and main.go, as mk/bench.mk computes it)."""
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        digest.update((GO_BASELINE_SOURCE / name).read_bytes())
+    return BENCH_CACHE / f"go-reconciler-{digest.hexdigest()[:12]}" / "go-reconciler"
 
 
 def venv_bin(name: str, command: str) -> Path:
@@ -94,10 +102,8 @@ class Process:
             except subprocess.TimeoutExpired:
                 os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait()
-        try:  # a Celery worker's or beat's children go with their leader
+        with contextlib.suppress(ProcessLookupError):  # a Celery process's children go too
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         return self.popen.returncode
 
 
@@ -134,8 +140,9 @@ def tickwork(
         names = ["bench.peers.tickwork_bench:Bench", "--period", _period_arg(period)]
     else:
         names = [f"bench.peers.tickwork_bench:Bench{i:04d}" for i in range(workers)]
+    ttl = f"{settings.lease_ttl_seconds:g}s"
     args = [str(TICKWORK), "run", *names, "--replica-id", replica, "--metrics-port", "0",
-            "--lease-ttl", f"{settings.lease_ttl_seconds:g}s", "--log-level", "warning"]  # fmt: skip
+            "--lease-ttl", ttl, "--log-level", "warning"]  # fmt: skip
     if redis:
         args += ["--redis-url", settings.redis_url]
     return Process(replica, args, settings.env(), settings.logs / f"tickwork-{replica}.log")

@@ -14,7 +14,7 @@ import math
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -26,17 +26,18 @@ from bench.recording import grid_slot, record
 
 async def main(period: float, jobs: int, replica: str) -> None:
     anchor = math.ceil(time.time()) + 1.0  # a whole second: every process shares the grid
-    scheduler = AsyncIOScheduler(timezone=timezone.utc)
+    scheduler = AsyncIOScheduler(timezone=UTC)
 
     async def job(name: str) -> None:
         now = time.time()
         record("apscheduler3", replica, grid_slot(now, anchor=anchor, period=period), now, name)
 
-    start = datetime.fromtimestamp(anchor, tz=timezone.utc)
+    start = datetime.fromtimestamp(anchor, tz=UTC)
     for index in range(jobs):
         scheduler.add_job(
-            job, "interval", args=[f"job{index}"], seconds=period, start_date=start, id=f"job{index}",
-            max_instances=1, coalesce=True, misfire_grace_time=max(1, int(period)),
+            job, "interval", args=[f"job{index}"], seconds=period, start_date=start,
+            id=f"job{index}", max_instances=1, coalesce=True,
+            misfire_grace_time=max(1, int(period)),
         )  # fmt: skip
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -14,7 +14,7 @@ import math
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -35,7 +35,7 @@ async def job() -> None:
 
 
 async def main(period: float, jobs: int) -> None:
-    start = datetime.fromtimestamp(math.ceil(time.time()) + 1.0, tz=timezone.utc)
+    start = datetime.fromtimestamp(math.ceil(time.time()) + 1.0, tz=UTC)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with AsyncScheduler() as scheduler:
