@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -140,16 +141,18 @@ def _wait_for_runs(settings: Settings, *, count: int, timeout: float) -> None:
     raise RuntimeError(f"no {count} runs within {timeout:g}s; logs in {settings.logs}")
 
 
-def _wait_for_rate(settings: Settings, *, per_second: float, timeout: float) -> None:
-    """Until the last second saw at least 90 % of ``per_second`` runs (every worker going)."""
+def _wait_for_rate(settings: Settings, *, per_second: float, timeout: float) -> bool:
+    """Until the last second saw at least 90 % of ``per_second`` runs (every worker going);
+    False if that never happened within ``timeout`` (the window then measures what it does)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         now = time.time()
         recent = sum(1 for r in recording.read(settings.record) if now - 1.0 <= r.start < now)
         if recent >= 0.9 * per_second:
-            return
+            return True
         time.sleep(0.5)
-    raise RuntimeError(f"runs never reached {per_second:g}/s within {timeout:g}s ({settings.logs})")
+    print(f"   runs never reached 90 % of {per_second:g}/s within {timeout:g}s", flush=True)
+    return False
 
 
 def steady(
@@ -359,6 +362,7 @@ class Report:
     profile: list[tuple[str, float]] = field(default_factory=list)
     operator: dict[str, Any] | None = None
     operator_error: str = ""
+    errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -607,6 +611,9 @@ def render(report: Report) -> str:
                 *[f"- {share * 100:.1f} % `{frame}`" for frame, share in report.profile],
                 "",
             ]
+    if report.errors:
+        lines += ["## Measurements that failed in this run", ""]
+        lines += [f"- {error}" for error in report.errors] + [""]
     if report.operator is not None:
         from bench import bench_operator
 
@@ -660,6 +667,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _attempt(report: Report, label: str, measure: Callable[[], Any]) -> Any:
+    """One measurement; a system that fails is reported as failed and the run goes on."""
+    print(f"== {label}", flush=True)
+    try:
+        return measure()
+    except Exception as exc:  # one system's failure must not lose every other number
+        report.errors.append(f"{label}: {type(exc).__name__}: {exc}")
+        print(f"   failed: {exc}", flush=True)
+        return None
+
+
 def run_parts(bench: Bench, report: Report, only: set[str]) -> None:
     a = report.args
     if "lateness" in only:
@@ -667,20 +685,24 @@ def run_parts(bench: Bench, report: Report, only: set[str]) -> None:
             runs: dict[str, list[Steady]] = {}
             for repeat in range(a.repeats):
                 for system, start in lateness_systems(period).items():
-                    print(f"== lateness {period:g}s, {system}, repeat {repeat + 1}", flush=True)
-                    runs.setdefault(system, []).append(
-                        steady(bench, system, start, period=period, seconds=seconds)
-                    )
+                    result = _attempt(
+                        report, f"lateness {period:g}s, {system}, repeat {repeat + 1}",
+                        partial(steady, bench, system, start, period=period, seconds=seconds),
+                    )  # fmt: skip
+                    if result is not None:
+                        runs.setdefault(system, []).append(result)
             report.lateness[period] = runs
     if "failover" in only:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for system in ("tickwork", "redbeat"):
-                print(f"== failover {system} {sig.name}", flush=True)
-                report.takeovers += failover(bench, system, sig=sig, samples=a.takeovers)
+                takeovers = _attempt(
+                    report, f"failover {system} {sig.name}",
+                    partial(failover, bench, system, sig=sig, samples=a.takeovers),
+                )  # fmt: skip
+                report.takeovers += takeovers or []
     if "many" in only:
         for repeat in range(max(1, a.repeats - 1)):
             for system, start in many_systems(a.workers).items():
-                print(f"== {a.workers} workers, {system}, repeat {repeat + 1}", flush=True)
                 profile_here = repeat == 0 and system == "tickwork (Redis leases)"
 
                 def on_window(processes: list[Process], seconds: float, p: bool = profile_here):
@@ -689,17 +711,23 @@ def run_parts(bench: Bench, report: Report, only: set[str]) -> None:
                             processes[0].pid, min(10.0, seconds), bench.base / "profile"
                         )
 
-                report.many.setdefault(system, []).append(
-                    steady(bench, system, start, period=1.0, seconds=a.many_seconds,
-                           per_second=a.workers, warmup_timeout=120, on_window=on_window)
+                result = _attempt(
+                    report, f"{a.workers} workers, {system}, repeat {repeat + 1}",
+                    partial(steady, bench, system, start, period=1.0, seconds=a.many_seconds,
+                            per_second=a.workers, warmup_timeout=60, on_window=on_window),
                 )  # fmt: skip
+                if result is not None:
+                    report.many.setdefault(system, []).append(result)
     if "operator" in only:
         from bench import bench_operator
 
         try:
-            report.operator = bench_operator.run(
-                resources=a.operator_resources, burst=a.operator_burst, base=bench.base
-            )
+            report.operator = _attempt(
+                report, "operator next to the Go baseline",
+                lambda: bench_operator.run(
+                    resources=a.operator_resources, burst=a.operator_burst, base=bench.base
+                ),
+            )  # fmt: skip
         except bench_operator.NotAvailable as exc:
             report.operator_error = str(exc)
 

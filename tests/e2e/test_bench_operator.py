@@ -9,6 +9,8 @@ import pytest
 
 from bench import bench_operator
 
+pytestmark = pytest.mark.e2e
+
 
 def test_the_operator_bench_measures_both_operators_with_the_api_servers_own_request_count(
     kubeconfig: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path

@@ -99,7 +99,8 @@ def test_the_many_workers_bench_runs_every_slot_of_every_worker_once(
         result = harness.steady(bench, system, start, period=1.0, seconds=3.0, per_second=workers)
         assert result.max_runs_per_slot == 1, system
         assert result.runs_per_second >= 0.8 * workers, (system, result.runs)
-        assert 0 < result.cpu_share < 2 and result.rss_mib > 10, system
+        # CPU is read in clock ticks (10 ms): 20 idle jobs over 3 s may show 0
+        assert 0 <= result.cpu_share < 2 and result.rss_mib > 10, system
 
 
 def test_py_spy_summarises_where_a_tickwork_process_spends_its_time(
