@@ -40,6 +40,9 @@ from bench.systems import CACHE, CLUSTER_VERSIONS, REPO, go_baseline_path
 
 GROUP, VERSION, PLURAL = "tickwork.dev", "v1alpha1", "backgroundworkers"
 CONCURRENT_CREATES = 20
+# No pods: the kwok nodes hold 110 pods each, and 1,000 Pending pods would measure the
+# scheduler and the Tickwork operator's reports of Unschedulable pods, not the mapping.
+REPLICAS = 0
 OPERATORS = ("tickwork", "go-baseline")
 
 
@@ -140,7 +143,7 @@ def _worker(name: str, namespace: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"image": "tickwork/example-worker:0.1.0",
                  "worker": "examples.passive_users:PassiveUserCheckerWorker",
-                 "schedule": {"period": "10m"}, "replicas": 1},
+                 "schedule": {"period": "10m"}, "replicas": REPLICAS},
     }  # fmt: skip
 
 
@@ -329,7 +332,8 @@ def render(results: dict[str, Any]) -> list[str]:
         "",
         f"Each operator alone on the same control plane, in a namespace of its own; "
         f"{results['resources']} resources one at a time, then a burst of {results['burst']} "
-        f"({CONCURRENT_CREATES} creates in flight); each BackgroundWorker has 1 replica. "
+        f"({CONCURRENT_CREATES} creates in flight); each BackgroundWorker has "
+        f"{REPLICAS} replicas (no pods: the kwok nodes hold 110 pods each). "
         "API requests are the API server's own count "
         "(`apiserver_flowcontrol_dispatched_requests_total` of a FlowSchema that matches only "
         "the operator's ServiceAccount; watches and the status writes included). The Go "
@@ -358,8 +362,37 @@ def render(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def replace_section(results_md: Path, section: list[str], note: str) -> None:
+    """Put ``section`` in place of the operator section of an existing RESULTS.md."""
+    lines = results_md.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("## Operator")), None)
+    if start is None:
+        start = end = len(lines)
+    else:
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+    body = [section[0], "", note, "", *section[1:]]
+    results_md.write_text("\n".join([*lines[:start], *body, *lines[end:]]) + "\n")
+
+
 if __name__ == "__main__":
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 100
-    size = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    figures = run(resources=count, burst=size)
-    print("\n".join(render(figures)))
+    import argparse
+    from datetime import UTC, datetime
+
+    parser = argparse.ArgumentParser(description="the operator next to the Go baseline")
+    parser.add_argument("resources", type=int, nargs="?", default=100)
+    parser.add_argument("burst", type=int, nargs="?", default=1000)
+    parser.add_argument("--results", type=Path, help="replace the operator section of this file")
+    args = parser.parse_args()
+    load = Path("/proc/loadavg").read_text().strip()
+    began = datetime.now(UTC)
+    figures = run(resources=args.resources, burst=args.burst)
+    section = render(figures)
+    print("\n".join(section))
+    if args.results:
+        note = (
+            f"Measured by `bench/bench_operator.py` on its own, {began:%Y-%m-%d %H:%M} UTC "
+            f"(load before: {load}; after: {Path('/proc/loadavg').read_text().strip()})."
+        )
+        replace_section(args.results, section, note)
