@@ -362,9 +362,42 @@ def render(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def replace_section(results_md: Path, section: list[str], note: str) -> None:
-    """Put ``section`` in place of the operator section of an existing RESULTS.md."""
-    lines = results_md.read_text().splitlines()
+def goals(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """Issue 14's operator goals against these figures: (goal, measured, met)."""
+    t, g = results.get("tickwork"), results.get("go-baseline")
+    if not t or not g:
+        return []
+    ratio = t["burst_rate"] / g["burst_rate"]
+    total = results["burst"] + results["resources"]
+    return [
+        ("operator burst rate >= 2x the Go baseline's (default settings)",
+         f"{t['burst_rate']:.1f}/s vs {g['burst_rate']:.1f}/s ({ratio:.2f}x)", ratio >= 2),
+        ("operator: <= 5 API requests per new worker (burst)",
+         f"{t['burst_requests_per_worker']:.1f}", t["burst_requests_per_worker"] <= 5),
+        (f"operator RSS <= 150 MiB with {total} resources", f"{t['rss_mib']:.0f} MiB",
+         t["rss_mib"] <= 150),
+    ]  # fmt: skip
+
+
+def goal_row(goal: str, measured: str, met: bool | None) -> str:
+    return f"| {goal} | {measured} | {'yes' if met else '**no**'} |"
+
+
+def replace_section(
+    results_md: Path, section: list[str], note: str, results: dict[str, Any]
+) -> None:
+    """Put ``section`` in place of the operator section of an existing RESULTS.md, and the
+    operator's rows of its goals table."""
+    lines = [
+        line for line in results_md.read_text().splitlines() if not line.startswith("| operator")
+    ]
+    table_end = next(
+        (i for i, line in enumerate(lines) if line.endswith(("| yes |", "| **no** |"))), None
+    )
+    if table_end is not None:
+        while table_end < len(lines) and lines[table_end].startswith("| "):
+            table_end += 1
+        lines[table_end:table_end] = [goal_row(*row) for row in goals(results)]
     start = next((i for i, line in enumerate(lines) if line.startswith("## Operator")), None)
     if start is None:
         start = end = len(lines)
@@ -372,7 +405,7 @@ def replace_section(results_md: Path, section: list[str], note: str) -> None:
         end = next(
             (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
         )
-    body = [section[0], "", note, "", *section[1:]]
+    body = [section[0], "", note, *section[1:]]
     results_md.write_text("\n".join([*lines[:start], *body, *lines[end:]]) + "\n")
 
 
@@ -395,4 +428,4 @@ if __name__ == "__main__":
             f"Measured by `bench/bench_operator.py` on its own, {began:%Y-%m-%d %H:%M} UTC "
             f"(load before: {load}; after: {Path('/proc/loadavg').read_text().strip()})."
         )
-        replace_section(args.results, section, note)
+        replace_section(args.results, section, note, figures)

@@ -488,18 +488,10 @@ def goals(report: Report) -> list[tuple[str, str, bool | None]]:
         rate = _med(leased, lambda r: r.runs_per_second)
         rows.append((f"{a.workers:,} workers on Redis leases: every slot run",
                      f"{rate:.0f} of {a.workers} runs/s", rate >= 0.99 * a.workers))  # fmt: skip
-    op = report.operator or {}
-    t, g = op.get("tickwork"), op.get("go-baseline")
-    if t and g:
-        ratio = t["burst_rate"] / g["burst_rate"]
-        rows.append(("operator burst rate >= 2x the Go baseline's (default settings)",
-                     f"{t['burst_rate']:.1f}/s vs {g['burst_rate']:.1f}/s ({ratio:.2f}x)",
-                     ratio >= 2))  # fmt: skip
-        rows.append(("operator: <= 5 API requests per new worker (burst)",
-                     f"{t['burst_requests_per_worker']:.1f}",
-                     t["burst_requests_per_worker"] <= 5))  # fmt: skip
-        rows.append((f"operator RSS <= 150 MiB with {op['burst'] + op['resources']} resources",
-                     f"{t['rss_mib']:.0f} MiB", t["rss_mib"] <= 150))  # fmt: skip
+    if report.operator:
+        from bench import bench_operator
+
+        rows += bench_operator.goals(report.operator)
     return rows
 
 
@@ -543,8 +535,9 @@ def render(report: Report) -> str:
     if rows:
         lines += ["## The goals of issue 14 in this run", "", "| goal | measured | met |",
                   "|---|---|---|"]  # fmt: skip
-        lines += [f"| {goal} | {measured} | {'yes' if met else '**no**'} |"
-                  for goal, measured, met in rows]  # fmt: skip
+        from bench.bench_operator import goal_row
+
+        lines += [goal_row(*row) for row in rows]
         lines.append("")
     for period, runs in report.lateness.items():
         lines += _lateness_table(period, runs)

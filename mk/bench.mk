@@ -56,12 +56,11 @@ bench-go-baseline: $(GO_BASELINE) ## build the operator's Go controller-runtime 
 
 # The operator part needs a control plane: a running one is used (and left running), else one
 # with kwok nodes only is started for the run and stopped after it.
-bench: venv redis-server bench-peers bench-go-baseline cluster-build ## Tickwork next to its peers in one run (writes bench/RESULTS.md), then the micro-benchmarks (about 30 minutes)
+bench: venv redis-server bench-peers bench-go-baseline cluster-build ## Tickwork next to its peers in one run; writes bench/RESULTS.md (25-30 minutes)
 	@started=0; \
 	if ! hack/cluster.sh status >/dev/null 2>&1; then TICKWORK_REAL_NODE=0 hack/cluster.sh up; started=1; fi; \
 	trap 'if [[ $$started == 1 ]]; then hack/cluster.sh down; fi' EXIT; \
 	nice -n 10 $(BIN)/python bench/harness.py $(BENCH_ARGS)
-	@$(MAKE) --no-print-directory bench-micro
 
 # The smoke versions (tests/integration/test_bench_peers.py) run the peers too.
 test-deps: bench-peers bench-go-baseline
