@@ -14,7 +14,7 @@ export TICKWORK_CACHE
 # pytest arguments, e.g. `make test PYTEST_ARGS="-k lease"`
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint test test-unit demo demo-intro demo-down demo-quick bench chaos clean
+.PHONY: help venv lint test test-unit demo demo-intro demo-down demo-quick chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n",$$1,$$2}'
@@ -56,9 +56,6 @@ demo-quick: venv redis-server ## the example worker in two local processes shari
 
 chaos: venv redis-server ## the long chaos run: 10,000 ticks under random kills
 	TICKWORK_CHAOS_TICKS=$${TICKWORK_CHAOS_TICKS:-10000} $(BIN)/pytest tests/integration/test_chaos.py -q -s
-
-bench: venv redis-server ## benchmarks (print numbers; not timed tests)
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 clean: ## remove the venv and local state (caches outside the repo stay)
 	-@test ! -d .demo || $(BIN)/python hack/demo.py down
