@@ -432,12 +432,19 @@ def test_kubectl_wait_for_ready_and_kstatus_read_the_worker_as_current(
         "-p",
         json.dumps({"spec": {"env": [{"name": "EXAMPLE_KSTATUS", "value": uuid.uuid4().hex}]}}),
     )
+
+    def reconciling() -> tuple[dict[str, Any], tuple[str, str]] | None:
+        # The worker's own Reconciling condition, and kstatus reading it, while pods roll.
+        found = condition(get(kubectl, "bgw", worker, ns), "Reconciling")
+        if found.get("status") != "True":
+            return None
+        read = kstatus_of(kubectl, ns, worker)
+        return (found, read) if read[0] == "InProgress" else None
+
     seen = wait_until(
-        lambda: (k := kstatus_of(kubectl, ns, worker))[0] == "InProgress" and k,
-        timeout=30,
-        what="kstatus InProgress during the rollout",
+        reconciling, timeout=30, what="Reconciling=True and kstatus InProgress in the rollout"
     )
-    print(f"kstatus during the rollout: {seen}")
+    print(f"during the rollout: {seen}")
     wait_until(
         lambda: kstatus_of(kubectl, ns, worker)[0] == "Current",
         timeout=150,
