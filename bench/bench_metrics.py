@@ -14,6 +14,7 @@ Run: ``make bench`` (or ``.venv/bin/python bench/bench_metrics.py``). Prints med
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import statistics
 import time
@@ -29,13 +30,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from worker_runtime.metrics import (
-    LEASE_LOSS_REASONS,
-    OUTCOMES,
-    SKIP_REASONS,
-    Metrics,
-    WorkerMetrics,
-)
+from worker_runtime.metrics import Metrics, WorkerMetrics
 
 REPEATS = 9
 TICKS_PER_REPEAT = 100_000
@@ -60,22 +55,18 @@ class _Noop:
 
 
 def _noop_worker_metrics() -> WorkerMetrics:
-    """The real ``WorkerMetrics`` (same ``tick_finished``) with no-op children: the baseline."""
+    """The real ``WorkerMetrics`` (same ``tick_finished``) with no-op children: the baseline.
+
+    Built from the fields of a real one, so a metric added to ``WorkerMetrics`` is stood in
+    for too."""
     noop: Any = _Noop()
-    return WorkerMetrics(
-        ticks=dict.fromkeys(OUTCOMES, noop),
-        skipped=dict.fromkeys(SKIP_REASONS, noop),
-        duration=noop,
-        lateness=noop,
-        last_success=noop,
-        last_run=noop,
-        next_scheduled=noop,
-        in_progress=noop,
-        lease_held=noop,
-        fencing_token=noop,
-        acquisitions=noop,
-        losses=dict.fromkeys(LEASE_LOSS_REASONS, noop),
-    )
+    real = Metrics(CollectorRegistry()).for_worker("shape")
+    children = {
+        f.name: dict.fromkeys(value, noop) if isinstance(value, dict) else noop
+        for f in dataclasses.fields(real)
+        for value in [getattr(real, f.name)]
+    }
+    return WorkerMetrics(**children)
 
 
 def _ticks(wm: WorkerMetrics, count: int) -> None:
