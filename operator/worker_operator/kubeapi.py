@@ -207,6 +207,26 @@ def _budget_path(namespace: str, name: str) -> str:
     return _path("apis", "policy", "v1", "namespaces", namespace, "poddisruptionbudgets", name)
 
 
+#: The environment variables aiohttp's ``trust_env`` reads besides ``~/.netrc``.
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "wss_proxy", "netrc")
+
+
+def _skip_netrc_lookups(api_client: Any, env: Mapping[str, str]) -> None:
+    """Stop the client's session from looking for ``~/.netrc`` on every request.
+
+    kubernetes_asyncio opens its aiohttp session with ``trust_env=True``, which, for every
+    request without aiohttp's own ``auth`` (all of them: the token is a header), reads the
+    netrc file in a thread of the default executor: a thread hop per API call. Without any
+    proxy or netrc setting in the environment, ``trust_env`` has nothing else to give, so it
+    is turned off; with one, it stays as the client made it.
+    """
+    if any(name.lower() in _PROXY_VARIABLES for name in env):
+        return
+    session = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
+    if session is not None and hasattr(session, "_trust_env"):
+        session._trust_env = False
+
+
 def worker_path(namespace: str | None, name: str | None = None) -> str:
     parts = ["apis", GROUP, VERSION]
     if namespace is not None:
@@ -256,7 +276,9 @@ class KubeApi:
         except (k8s_config.ConfigException, OSError, ValueError) as exc:
             where = path or "in-cluster credentials or ~/.kube/config"
             raise CredentialsError(f"cannot use the kubeconfig {where}: {exc}") from None
-        return cls(k8s_client.ApiClient(configuration=configuration), retry=retry, metrics=metrics)
+        api_client = k8s_client.ApiClient(configuration=configuration)
+        _skip_netrc_lookups(api_client, os.environ)
+        return cls(api_client, retry=retry, metrics=metrics)
 
     async def credentials(self) -> Credentials:
         """The server and credentials of this client (a refreshed token, if it expires)."""

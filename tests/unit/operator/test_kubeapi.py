@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import json
-from typing import Any
+import threading
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
@@ -200,3 +202,47 @@ async def test_credentials_come_from_the_kubeconfig_given_not_from_the_environme
         "t0ken",
     )
     assert "t0ken" not in repr(credentials)
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append(self.headers.get("Authorization", ""))
+        body = b'{"kind": "APIVersions", "versions": ["v1"]}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_netrc_entry_for_the_api_server_neither_breaks_nor_slows_the_requests(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kubernetes_asyncio's session trusts the environment: aiohttp then looks up ~/.netrc
+    # (in a thread) for every request, and an entry for the API server's host turns into
+    # basic auth that clashes with the bearer token ("Cannot combine AUTHORIZATION header").
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (tmp_path / ".netrc").write_text("machine 127.0.0.1 login someone password s3cret\n")
+        monkeypatch.setenv("HOME", str(tmp_path))
+        for name in ("NETRC", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        config = _kubeconfig(
+            tmp_path / "config", server=f"http://127.0.0.1:{server.server_port}", token="t0ken"
+        )
+        async with await KubeApi.connect(kubeconfig=str(config)) as api:
+            for _ in range(3):
+                await api.request("GET", "/api")
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+    assert _Recorder.seen == ["Bearer t0ken"] * 3
