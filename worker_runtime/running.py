@@ -255,7 +255,6 @@ class WorkerRunner:
         name = self.worker.name
         loop = asyncio.get_running_loop()
         started = loop.time()
-        self._wm.lateness.observe(max(0.0, started_at - (plan.slot + jitter)))
         self._wm.in_progress.inc()
         container = svcs.Container(self._registry)
         ctx = TickContext(
@@ -269,7 +268,9 @@ class WorkerRunner:
             ),
             services=container,
         )
-        task = tg.create_task(self._execute(ctx, container), name=f"tick:{name}:{number}")
+        task = tg.create_task(
+            self._execute(ctx, container, due=plan.slot + jitter), name=f"tick:{name}:{number}"
+        )
         try:
             outcome = await self._supervise(task, term, ctx)
         finally:
@@ -279,11 +280,14 @@ class WorkerRunner:
         await self._record(term, plan, started_at, ended_at, outcome)
         return ended_at
 
-    async def _execute(self, ctx: TickContext, container: svcs.Container) -> Outcome:
+    async def _execute(self, ctx: TickContext, container: svcs.Container, *, due: float) -> Outcome:
         timeout = self.schedule.timeout_seconds
         scope: asyncio.Timeout | None = None
         try:
             async with asyncio.timeout(timeout) as scope:
+                # Lateness as the work feels it: read where do_work starts, after the claim
+                # and the task switch (nothing in between yields to the event loop).
+                self._wm.lateness.observe(max(0.0, self._clock() - due))
                 await self.worker.do_work(ctx)
         except TimeoutError:
             if scope is not None and scope.expired():
