@@ -79,6 +79,5 @@ def test_the_lateness_metric_puts_ticks_in_the_bucket_of_the_lateness_measured_i
     metric = [sum(h[i] for h in histograms) for i in range(len(bounds))]
     worst = max(abs(m - c) for m, c in zip(metric, cumulative, strict=True))
     assert worst <= 0.05 * total, (
-        f"metric {metric} vs measured in do_work {cumulative} (buckets {bounds}), "
-        f"{total} ticks"
+        f"metric {metric} vs measured in do_work {cumulative} (buckets {bounds}), {total} ticks"
     )
