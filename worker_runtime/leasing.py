@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 import uuid
@@ -225,7 +226,7 @@ class LeaseKeeper:
                     if self.stopped:
                         break  # acquired while stopping: stop() gives it back
                     self._start_term(token, sent_at)
-                    next_renew_at = sent_at + self.timing.renew
+                    next_renew_at = self._renewal_after(sent_at)
                     continue
                 await self._sleep_until(term, next_renew_at)
                 if not term.active or self.stopped:
@@ -235,7 +236,7 @@ class LeaseKeeper:
                 self._succeeded()
                 if renewed:
                     term.deadline = sent_at + self.timing.ttl_seconds - self.timing.drift_seconds
-                    next_renew_at = sent_at + self.timing.renew
+                    next_renew_at = self._renewal_after(sent_at)
                 else:
                     self._maybe_holding = False
                     self._end_term(term, LeaseLoss.STOLEN)
@@ -487,6 +488,14 @@ class LeaseKeeper:
         await self._call(
             "release", lambda: self.backend.release(self.owner), self.timing.op_timeout_seconds
         )
+
+    def _renewal_after(self, sent_at: float) -> float:
+        """When to renew a lease confirmed by a call sent at ``sent_at``: at the latest one
+        renew interval later, on a grid of renew intervals (of the loop's clock) that every
+        keeper of the process shares — so their renewals fall in one event-loop turn and go
+        out together (``RedisLeases`` sends them as one call)."""
+        step = self.timing.renew
+        return math.floor((sent_at + step) / step) * step
 
     def _backoff(self, failures: int) -> float:
         ceiling = min(

@@ -13,14 +13,17 @@ at most ``POOL_MAX_CONNECTIONS`` connections, for which calls wait in turn.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -30,7 +33,7 @@ from worker_runtime.leases import LeaseBackend, LeaseProvider, RunRecord, SlotCl
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.metrics import Metrics
 from worker_runtime.outcomes import ClaimResult
-from worker_runtime.pipelining import CommandBatcher
+from worker_runtime.pipelining import MAX_BATCH, CommandBatcher
 from worker_runtime.redis_urls import check_redis_url, redact_url
 from worker_runtime.scheduling import ScheduleState
 
@@ -63,15 +66,21 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return token
 """
 
-# KEYS[1] lease hash
-# ARGV[1] owner, ARGV[2] TTL in milliseconds
-# Returns 1 when renewed, 0 when the caller does not hold the lease.
-_RENEW = """
-if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+# KEYS[1..n] lease hashes of n workers
+# ARGV[1] TTL in milliseconds, ARGV[2..n+1] the owner of each lease, in the order of KEYS
+# Renews many leases in one call (a process's keepers renew together): an array with, for
+# each key, 1 when renewed and 0 when that owner does not hold it.
+_RENEW_MANY = """
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('HGET', key, 'owner') == ARGV[i + 1] then
+    redis.call('PEXPIRE', key, ARGV[1])
+    renewed[i] = 1
+  else
+    renewed[i] = 0
+  end
 end
-return 0
+return renewed
 """
 
 # KEYS[1] lease hash
@@ -168,9 +177,7 @@ class _RedisLease(LeaseBackend):
         return None if token is None else int(token)
 
     async def renew(self, owner: str, ttl_seconds: float) -> bool:
-        return bool(
-            await self._p.renew_script(keys=[self._keys.lease], args=[owner, _ms(ttl_seconds)])
-        )
+        return await self._p.renewals.renew(self._keys.lease, owner, _ms(ttl_seconds))
 
     async def release(self, owner: str) -> bool:
         return bool(await self._p.release_script(keys=[self._keys.lease], args=[owner]))
@@ -218,6 +225,60 @@ class _RedisLease(LeaseBackend):
         await self._p.ping()
 
 
+class _Renewals:
+    """The renewals asked for in one event-loop turn, sent as one ``_RENEW_MANY`` call per
+    TTL (and, in Redis Cluster, per hash slot: a script's keys must share one), at most
+    ``MAX_BATCH`` leases each. A process's keepers renew on one shared grid
+    (``LeaseKeeper``), so a thousand leases cost a handful of calls per renew interval."""
+
+    def __init__(self, provider: RedisLeases) -> None:
+        self._p = provider
+        self._sha = provider.batch.script(_RENEW_MANY)
+        self._pending: list[tuple[str, str, int, asyncio.Future[bool]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def renew(self, key: str, owner: str, ttl_ms: int) -> bool:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((key, owner, ttl_ms, future))
+        return await future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        groups: dict[tuple[int, int], list[tuple[str, str, asyncio.Future[bool]]]] = {}
+        for key, owner, ttl_ms, future in pending:
+            if not future.done():  # its caller gave up (timeout) before the turn ended
+                group = (ttl_ms, self._p.slot_of(key))
+                groups.setdefault(group, []).append((key, owner, future))
+        for (ttl_ms, _), leases in groups.items():
+            for start in range(0, len(leases), MAX_BATCH):
+                task = asyncio.get_running_loop().create_task(
+                    self._send(ttl_ms, leases[start : start + MAX_BATCH])
+                )
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _send(self, ttl_ms: int, leases: list[tuple[str, str, asyncio.Future[bool]]]) -> None:
+        try:
+            replies = await self._p.batch.evalsha(
+                self._sha, [key for key, _, _ in leases], [ttl_ms, *(o for _, o, _ in leases)]
+            )
+        except Exception as exc:
+            for _, _, future in leases:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), reply in zip(leases, replies, strict=True):
+            if not future.done():
+                future.set_result(bool(reply))
+
+    async def aclose(self) -> None:
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+
 class RedisLeases(LeaseProvider):
     """One Redis connection pool shared by every worker's lease.
 
@@ -229,14 +290,16 @@ class RedisLeases(LeaseProvider):
 
     def __init__(self, client: Redis, *, description: str, metrics: Metrics | None = None) -> None:
         self.client = client
+        # The client is typed as one server's; a cluster client may be passed all the same.
+        self._cluster = isinstance(cast(object, client), RedisCluster)
         self.description = description
         self.clock = ServerClock(metrics=metrics)
         self.batch = CommandBatcher(client, max_pipelines=POOL_MAX_CONNECTIONS, clock=self.clock)
         self.acquire_script = self._script(_ACQUIRE)
-        self.renew_script = self._script(_RENEW)
         self.release_script = self._script(_RELEASE)
         self.claim_script = self._script(_CLAIM)
         self.record_script = self._script(_RECORD)
+        self.renewals = _Renewals(self)
 
     def _script(self, text: str) -> Callable[..., Awaitable[Any]]:
         sha = self.batch.script(text)
@@ -272,7 +335,12 @@ class RedisLeases(LeaseProvider):
     async def ping(self) -> None:
         await self.batch.call("PING")
 
+    def slot_of(self, key: str) -> int:
+        """The key's hash slot in Redis Cluster; 0 for every key on a single server."""
+        return key_slot(key.encode()) if self._cluster else 0
+
     async def aclose(self) -> None:
+        await self.renewals.aclose()
         await self.batch.aclose()
         await self.client.aclose()
 
