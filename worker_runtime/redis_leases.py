@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_runtime.clocks import CLOCK_TOLERANCE_SECONDS, ServerClock
-from worker_runtime.keys import WorkerKeys
+from worker_runtime.keys import RELEASED_CHANNEL, WorkerKeys
 from worker_runtime.leases import LeaseBackend, LeaseProvider, RunRecord, SlotClaim
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.metrics import Metrics
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 # KEYS[1] lease hash, KEYS[2] fencing counter
 # ARGV[1] owner, ARGV[2] TTL in milliseconds
-# Returns the fencing token, or false when another owner holds the lease. The same owner
+# Returns the fencing token, or -(1 + the lease's remaining TTL in milliseconds) when another
+# owner holds it (a standby waits that long, unless the holder releases it first). The same owner
 # asking again (a retry after a lost reply) gets its lease extended and its token back.
 # A missing counter starts at the Redis server's clock in microseconds, so tokens keep
 # growing even if Redis lost its data.
@@ -54,7 +55,7 @@ if owner == ARGV[1] then
   return tonumber(redis.call('HGET', KEYS[1], 'token'))
 end
 if owner then
-  return false
+  return -1 - math.max(0, redis.call('PTTL', KEYS[1]))
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   local now = redis.call('TIME')
@@ -84,11 +85,14 @@ return renewed
 """
 
 # KEYS[1] lease hash
-# ARGV[1] owner
-# Compare-and-delete: returns 1 when released, 0 when the caller did not hold it.
+# ARGV[1] owner, ARGV[2] the release channel, ARGV[3] the worker's name
+# Compare-and-delete: returns 1 when released, 0 when the caller did not hold it. A release
+# is published on the channel (the worker's name), so that standbys take over at once.
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
 end
 return 0
 """
@@ -171,16 +175,30 @@ class _RedisLease(LeaseBackend):
         self._keys = WorkerKeys(worker)
 
     async def acquire(self, owner: str, ttl_seconds: float) -> int | None:
-        token = await self._p.acquire_script(
-            keys=[self._keys.lease, self._keys.fence], args=[owner, _ms(ttl_seconds)]
+        return (await self.acquire_or_wait(owner, ttl_seconds))[0]
+
+    async def acquire_or_wait(
+        self, owner: str, ttl_seconds: float
+    ) -> tuple[int | None, float | None]:
+        reply = int(
+            await self._p.acquire_script(
+                keys=[self._keys.lease, self._keys.fence], args=[owner, _ms(ttl_seconds)]
+            )
         )
-        return None if token is None else int(token)
+        return (reply, None) if reply > 0 else (None, (-reply - 1) / 1000)
+
+    def release_signal(self) -> asyncio.Event:
+        return self._p.releases.signal(self.worker)
 
     async def renew(self, owner: str, ttl_seconds: float) -> bool:
         return await self._p.renewals.renew(self._keys.lease, owner, _ms(ttl_seconds))
 
     async def release(self, owner: str) -> bool:
-        return bool(await self._p.release_script(keys=[self._keys.lease], args=[owner]))
+        return bool(
+            await self._p.release_script(
+                keys=[self._keys.lease], args=[owner, RELEASED_CHANNEL, self.worker]
+            )
+        )
 
     async def load_state(self) -> ScheduleState:
         raw = await self._p.batch.call("HGETALL", self._keys.schedule)
@@ -279,6 +297,60 @@ class _Renewals:
             await asyncio.gather(*self._sending, return_exceptions=True)
 
 
+class _ReleaseListener:
+    """One subscription per process to ``RELEASED_CHANNEL``: sets the signal of the worker
+    whose lease was released. Started by the first ``signal()``, stopped by ``aclose()``.
+    While it is not subscribed (Redis down, reconnecting) releases go unseen, which only
+    delays a takeover to the end of the lease's TTL (standbys poll then)."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._signals: dict[str, asyncio.Event] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def signal(self, worker: str) -> asyncio.Event:
+        event = self._signals.get(worker)
+        if event is None:
+            event = self._signals[worker] = asyncio.Event()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._listen(), name="lease-releases"
+            )
+        return event
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(RELEASED_CHANNEL)
+                    while True:
+                        message = await pubsub.get_message(timeout=_LISTEN_SECONDS)
+                        if message is not None:
+                            self._seen(message.get("data"))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("lease release subscription failed (%s); resubscribing", exc)
+                await asyncio.sleep(_RESUBSCRIBE_SECONDS)
+
+    def _seen(self, data: object) -> None:
+        worker = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+        event = self._signals.get(worker)
+        if event is not None:
+            event.set()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+# How long one read of the subscription waits; a failed subscription is retried after this.
+_LISTEN_SECONDS = 1.0
+_RESUBSCRIBE_SECONDS = 1.0
+
+
 class RedisLeases(LeaseProvider):
     """One Redis connection pool shared by every worker's lease.
 
@@ -300,6 +372,7 @@ class RedisLeases(LeaseProvider):
         self.claim_script = self._script(_CLAIM)
         self.record_script = self._script(_RECORD)
         self.renewals = _Renewals(self)
+        self.releases = _ReleaseListener(client)
 
     def _script(self, text: str) -> Callable[..., Awaitable[Any]]:
         sha = self.batch.script(text)
@@ -340,6 +413,7 @@ class RedisLeases(LeaseProvider):
         return key_slot(key.encode()) if self._cluster else 0
 
     async def aclose(self) -> None:
+        await self.releases.aclose()
         await self.renewals.aclose()
         await self.batch.aclose()
         await self.client.aclose()
@@ -368,7 +442,8 @@ def connect(url: str, *, password: str | None, timing: LeaseTiming) -> Redis:
         options["socket_keepalive"] = True  # TCP only: a unix socket has no keepalive
     if password:
         options["password"] = password
-    pool = ConnectionPool.from_url(url, max_connections=POOL_MAX_CONNECTIONS, **options)
+    # One more connection than pipelines: the subscription to lease releases.
+    pool = ConnectionPool.from_url(url, max_connections=POOL_MAX_CONNECTIONS + 1, **options)
     return Redis.from_pool(pool)
 
 
