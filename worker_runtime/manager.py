@@ -14,6 +14,7 @@ from worker_runtime.leases import InProcessLeases, LeaseProvider
 from worker_runtime.leasing import ErrorLog, LeaseKeeper, LeaseTiming
 from worker_runtime.metrics import Metrics
 from worker_runtime.running import Shutdown, WorkerRunner
+from worker_runtime.waiting import Alarm
 from worker_runtime.worker import PeriodicWorker
 
 __all__ = ["ManagerOptions", "WorkerManager"]
@@ -57,6 +58,8 @@ class WorkerManager:
         self._runners: dict[str, WorkerRunner] = {}
         #: Backend failures of all workers share one rate-limited log (no per-worker storm).
         self._errors = ErrorLog()
+        #: One thread wakes every worker at its slots (asyncio's timers run up to 1 ms late).
+        self._alarm = Alarm()
         self._tg: asyncio.TaskGroup | None = None
         self._shutdown: Shutdown | None = None
         self._running = False
@@ -106,6 +109,7 @@ class WorkerManager:
             replica_id=self.options.replica_id,
             shutdown=shutdown,
             clock=self._clock,
+            alarm=self._alarm,
         )
         self._runners[worker.name] = runner
         log.info("added worker %r: %s", worker.name, schedule.describe())
@@ -145,6 +149,7 @@ class WorkerManager:
             self._running = False
             await self.services.aclose()
             await self.leases.aclose()
+            self._alarm.close()
         log.info("all workers stopped")
 
     async def _guarded(self, runner: WorkerRunner) -> None:

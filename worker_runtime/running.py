@@ -19,7 +19,7 @@ from worker_runtime.leasing import LeaseKeeper, Term
 from worker_runtime.metrics import WorkerMetrics
 from worker_runtime.outcomes import ClaimResult, Outcome
 from worker_runtime.scheduling import Misfire, Plan, ScheduleState, SkipReason, plan_next
-from worker_runtime.waiting import wait_any
+from worker_runtime.waiting import Alarm, wait_any
 from worker_runtime.worker import PeriodicWorker
 
 __all__ = ["Shutdown", "WorkerRunner"]
@@ -62,8 +62,11 @@ class WorkerRunner:
         replica_id: str,
         shutdown: Shutdown,
         clock: Callable[[], float],
+        alarm: Alarm,
     ) -> None:
         self.worker = worker
+        #: Wakes the runner at its slots (the manager's, shared by its workers).
+        self._alarm = alarm
         self.schedule = worker.schedule
         self._backend = backend
         self._keeper = keeper
@@ -116,11 +119,7 @@ class WorkerRunner:
         if not term.active or stopping.is_set():
             return True
         if within > 0:
-            try:
-                async with asyncio.timeout(within):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await self._alarm.sleep_until(asyncio.get_running_loop().time() + within, self._wake)
         return not term.active or stopping.is_set()
 
     async def _lead(self, term: Term, tg: asyncio.TaskGroup) -> None:
