@@ -307,6 +307,9 @@ class _ReleaseListener:
         self._client = client
         self._signals: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
+        # Checked by the loop too: a cancellation that meets the expiry of a read's timeout
+        # can be swallowed (asyncio.timeout in Python 3.11), and the loop must end anyway.
+        self._closing = False
 
     def signal(self, worker: str) -> asyncio.Event:
         event = self._signals.get(worker)
@@ -318,18 +321,23 @@ class _ReleaseListener:
             )
         return event
 
+    def _stopping(self) -> bool:
+        return self._closing
+
     async def _listen(self) -> None:
-        while True:
+        while not self._stopping():
             try:
                 async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(RELEASED_CHANNEL)
-                    while True:
+                    while not self._stopping():
                         message = await pubsub.get_message(timeout=_LISTEN_SECONDS)
                         if message is not None:
                             self._seen(message.get("data"))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._stopping():
+                    return
                 log.debug("lease release subscription failed (%s); resubscribing", exc)
                 await asyncio.sleep(_RESUBSCRIBE_SECONDS)
 
@@ -340,10 +348,12 @@ class _ReleaseListener:
             event.set()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            self._closing = True
+            task.cancel()
+            # Bounded: a swallowed cancellation ends the loop at its next read (the flag).
+            await asyncio.wait([task], timeout=_LISTEN_SECONDS * 3)
 
 
 # How long one read of the subscription waits; a failed subscription is retried after this.

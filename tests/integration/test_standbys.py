@@ -4,7 +4,9 @@ out when it is killed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -16,6 +18,8 @@ import pytest
 import redis
 
 from tests.support.processes import RedisServer, read_events, start_tickwork, stop, wait_until
+from worker_runtime.leasing import LeaseTiming
+from worker_runtime.redis_leases import RedisLeases
 
 pytestmark = pytest.mark.integration
 W = "tests.workers.sample:Ticker"
@@ -142,3 +146,26 @@ def test_a_standby_takes_over_within_100ms_of_the_end_of_a_killed_holders_lease(
     # The lease was renewed at most one renew interval before the kill, so it ran out
     # within the TTL after it.
     assert takeover <= ttl + 0.1, f"took over {takeover:.3f}s after the kill (TTL {ttl:g}s)"
+
+
+@pytest.mark.parametrize("outage", ["stopped", "paused"])
+async def test_closing_the_leases_while_redis_is_unreachable_ends_the_release_subscription(
+    redis_server: RedisServer, outage: str
+) -> None:
+    leases = RedisLeases.from_url(redis_server.url, timing=LeaseTiming(ttl_seconds=1.0))
+    assert redis_server.proc is not None
+    pid = redis_server.proc.pid
+    try:
+        leases.for_worker("w").release_signal()  # starts the subscription
+        await asyncio.sleep(0.3)
+        if outage == "paused":
+            os.kill(pid, signal.SIGSTOP)  # connections hang instead of failing
+        else:
+            redis_server.stop()
+        await asyncio.sleep(2.5)  # the subscription is failing and retrying
+        started = time.monotonic()
+        await asyncio.wait_for(leases.aclose(), timeout=10)
+        assert time.monotonic() - started < 5
+    finally:
+        if outage == "paused":
+            os.kill(pid, signal.SIGCONT)
