@@ -82,7 +82,8 @@ def _rss_mib(pid: int) -> float:
 
 def _scrape(port: int) -> dict[str, dict[str, float]]:
     """Every tickwork sample summed over workers: {sample name: {le or "": value}}."""
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    # 1,000 workers make a 5 MB exposition: under load it takes seconds to render.
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60).read()
     totals: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:

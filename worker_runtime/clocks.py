@@ -33,6 +33,8 @@ _RESYNC_SECONDS = 0.5
 CLOCK_TOLERANCE_SECONDS = 1.0
 # A reading is as exact as half its round trip: one this quick needs no early retry.
 _SHARP_ROUND_TRIP_SECONDS = 0.005
+# Redis's TIME counts microseconds.
+_TIME_RESOLUTION_SECONDS = 1e-6
 # The best reading is kept this long against less exact ones.
 _KEEP_SECONDS = 6 * CLOCK_SYNC_SECONDS
 
@@ -84,7 +86,17 @@ class ServerClock:
             and received - self._base[1] < _KEEP_SECONDS
         ):
             return  # keep the sharper recent reading
-        self._base = (server_time + round_trip / 2, received)
+        # At ``received`` the server's clock read between ``server_time`` and ``server_time``
+        # plus the round trip (and TIME's microsecond). If this host's clock reads inside that
+        # window it agrees with the server as far as can be told: take it (exact on the same
+        # host, where the reply's way back through the client is slower than the request's
+        # and the midpoint reads late). Otherwise the window's midpoint.
+        local = self._local() - (self._monotonic() - received)
+        if server_time <= local <= server_time + round_trip + _TIME_RESOLUTION_SECONDS:
+            estimate = local
+        else:
+            estimate = server_time + round_trip / 2
+        self._base = (estimate, received)
         self._round_trip = round_trip
         offset = self.now() - self._local()
         if self._metrics is not None:

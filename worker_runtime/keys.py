@@ -24,9 +24,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["STATUS_PATTERN", "WorkerKeys", "worker_from_status_key"]
+__all__ = ["RELEASED_CHANNEL", "STATUS_PATTERN", "WorkerKeys", "worker_from_status_key"]
 
 PREFIX = "tickwork"
+#: Pub/sub channel on which the release script publishes the worker's name (standbys of
+#: every worker listen on it, one subscription per process).
+RELEASED_CHANNEL = f"{PREFIX}:released"
 #: ``SCAN MATCH`` pattern for every worker's status record.
 STATUS_PATTERN = f"{PREFIX}:{{*}}:status"
 

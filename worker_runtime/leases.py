@@ -64,6 +64,19 @@ class LeaseBackend(ABC):
         Safe to retry after a lost reply: the same owner gets its lease and token back.
         """
 
+    async def acquire_or_wait(
+        self, owner: str, ttl_seconds: float
+    ) -> tuple[int | None, float | None]:
+        """``acquire``; and when another owner holds the lease, how long its lease has left
+        (seconds; ``None`` when the backend cannot tell): no acquire can succeed before then,
+        unless the holder releases it (``release_signal``)."""
+        return await self.acquire(owner, ttl_seconds), None
+
+    def release_signal(self) -> asyncio.Event | None:
+        """An event set whenever a holder is seen releasing this lease, or ``None`` when the
+        backend cannot tell. A release it misses only delays a takeover to the lease's end."""
+        return None
+
     @abstractmethod
     async def renew(self, owner: str, ttl_seconds: float) -> bool:
         """Extend the lease to ``ttl_seconds`` from now, only if ``owner`` still holds it."""
@@ -133,6 +146,7 @@ class _Slot:
     state: ScheduleState = field(default_factory=ScheduleState)
     last_token: int | None = None  # the fencing token that claimed ``state.last_slot``
     record: RunRecord | None = None
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class _InProcessLease(LeaseBackend):
@@ -159,6 +173,15 @@ class _InProcessLease(LeaseBackend):
         self._slot.expires_at = self._now() + ttl_seconds
         return self._slot.token
 
+    async def acquire_or_wait(
+        self, owner: str, ttl_seconds: float
+    ) -> tuple[int | None, float | None]:
+        token = await self.acquire(owner, ttl_seconds)
+        return token, None if token is not None else self._slot.expires_at - self._now()
+
+    def release_signal(self) -> asyncio.Event:
+        return self._slot.released
+
     async def renew(self, owner: str, ttl_seconds: float) -> bool:
         if not self._holds(owner):
             return False
@@ -170,6 +193,7 @@ class _InProcessLease(LeaseBackend):
             return False
         self._slot.owner = None
         self._slot.expires_at = 0.0
+        self._slot.released.set()
         return True
 
     async def load_state(self) -> ScheduleState:

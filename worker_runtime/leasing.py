@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 import uuid
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 # Redlock's allowance for clocks running at different rates: 1 % of the TTL plus 2 ms.
 _DRIFT_FACTOR = 0.01
 _DRIFT_FLOOR_SECONDS = 0.002
+# A standby tries again this long after the holder's lease should have run out.
+_EXPIRY_MARGIN_SECONDS = 0.002
 # Backend failures are logged at most once per operation in this many seconds, per process.
 _ERROR_LOG_INTERVAL_SECONDS = 5.0
 
@@ -69,7 +72,8 @@ class LeaseTiming:
         return self.ttl_seconds * _DRIFT_FACTOR + _DRIFT_FLOOR_SECONDS
 
     def poll(self, interval_hint: float) -> float:
-        """Followers poll fast enough to take over within a fraction of the worker's period."""
+        """How often a replica without the lease tries to take it when the backend cannot say
+        how long the holder's lease has left (a set poll interval also caps that wait)."""
         if self.poll_interval_seconds is not None:
             return self.poll_interval_seconds
         return min(self.renew, max(0.05, interval_hint / 4))
@@ -216,16 +220,19 @@ class LeaseKeeper:
             term = self.term
             try:
                 if term is None:
+                    released = self.backend.release_signal()
+                    if released is not None:
+                        released.clear()  # before the acquire: a later release wakes us
                     sent_at = loop.time()
-                    token = await self._do_acquire()
+                    token, left = await self._do_acquire()
                     self._succeeded()
                     if token is None:
-                        await self._sleep(self._jittered(self.timing.poll(self._interval_hint)))
+                        await self._stand_by(left, released)
                         continue
                     if self.stopped:
                         break  # acquired while stopping: stop() gives it back
                     self._start_term(token, sent_at)
-                    next_renew_at = sent_at + self.timing.renew
+                    next_renew_at = self._renewal_after(sent_at)
                     continue
                 await self._sleep_until(term, next_renew_at)
                 if not term.active or self.stopped:
@@ -235,7 +242,7 @@ class LeaseKeeper:
                 self._succeeded()
                 if renewed:
                     term.deadline = sent_at + self.timing.ttl_seconds - self.timing.drift_seconds
-                    next_renew_at = sent_at + self.timing.renew
+                    next_renew_at = self._renewal_after(sent_at)
                 else:
                     self._maybe_holding = False
                     self._end_term(term, LeaseLoss.STOLEN)
@@ -465,16 +472,31 @@ class LeaseKeeper:
                 pass
         self.check(term)
 
-    async def _do_acquire(self) -> int | None:
+    async def _stand_by(self, left: float | None, released: asyncio.Event | None) -> None:
+        """Another replica holds the lease: wait until it can be taken. That is when the
+        holder's lease runs out (``left``, as the backend said; the holder renews it meanwhile,
+        so this costs about one call per TTL) or when the holder releases it (``released``),
+        whichever comes first; without either, poll (``LeaseTiming.poll``)."""
+        poll = self.timing.poll(self._interval_hint)
+        if left is None:
+            delay = self._jittered(poll)
+        elif self.timing.poll_interval_seconds is not None:
+            delay = min(poll, left + _EXPIRY_MARGIN_SECONDS)
+        else:
+            delay = left + _EXPIRY_MARGIN_SECONDS
+        events = [self._wake] if released is None else [self._wake, released]
+        await wait_any(events, within=delay)
+
+    async def _do_acquire(self) -> tuple[int | None, float | None]:
         self._maybe_holding = True  # from here until Redis says otherwise
-        token = await self._call(
+        token, left = await self._call(
             "acquire",
-            lambda: self.backend.acquire(self.owner, self.timing.ttl_seconds),
+            lambda: self.backend.acquire_or_wait(self.owner, self.timing.ttl_seconds),
             self.timing.op_timeout_seconds,
         )
         if token is None:
             self._maybe_holding = False
-        return token
+        return token, left
 
     async def _do_renew(self, term: Term) -> bool:
         return await self._call(
@@ -487,6 +509,14 @@ class LeaseKeeper:
         await self._call(
             "release", lambda: self.backend.release(self.owner), self.timing.op_timeout_seconds
         )
+
+    def _renewal_after(self, sent_at: float) -> float:
+        """When to renew a lease confirmed by a call sent at ``sent_at``: at the latest one
+        renew interval later, on a grid of renew intervals (of the loop's clock) that every
+        keeper of the process shares — so their renewals fall in one event-loop turn and go
+        out together (``RedisLeases`` sends them as one call)."""
+        step = self.timing.renew
+        return math.floor((sent_at + step) / step) * step
 
     def _backoff(self, failures: int) -> float:
         ceiling = min(

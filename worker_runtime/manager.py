@@ -15,6 +15,7 @@ from worker_runtime.leasing import ErrorLog, LeaseKeeper, LeaseTiming
 from worker_runtime.metrics import Metrics
 from worker_runtime.running import Shutdown, WorkerRunner
 from worker_runtime.triggering import ManualTrigger
+from worker_runtime.waiting import Alarm
 from worker_runtime.worker import PeriodicWorker
 
 __all__ = ["ManagerOptions", "WorkerManager"]
@@ -58,6 +59,8 @@ class WorkerManager:
         self._runners: dict[str, WorkerRunner] = {}
         #: Backend failures of all workers share one rate-limited log (no per-worker storm).
         self._errors = ErrorLog()
+        #: One thread wakes every worker at its slots (asyncio's timers run up to 1 ms late).
+        self._alarm = Alarm()
         self._tg: asyncio.TaskGroup | None = None
         self._shutdown: Shutdown | None = None
         self._running = False
@@ -111,6 +114,7 @@ class WorkerManager:
             manual=ManualTrigger.attach(
                 self.leases, backend, worker=worker.name, registry=self.metrics.registry
             ),
+            alarm=self._alarm,
         )
         self._runners[worker.name] = runner
         log.info("added worker %r: %s", worker.name, schedule.describe())
@@ -150,6 +154,7 @@ class WorkerManager:
             self._running = False
             await self.services.aclose()
             await self.leases.aclose()
+            self._alarm.close()
         log.info("all workers stopped")
 
     async def _guarded(self, runner: WorkerRunner) -> None:

@@ -64,7 +64,8 @@ class Metrics:
         )
         self.lateness = Histogram(
             "tickwork_tick_lateness_seconds",
-            "Actual start minus scheduled start (jitter excluded).",
+            "When do_work started (after the slot's claim) minus its scheduled start "
+            "(jitter excluded).",
             ["worker"],
             buckets=LATENESS_BUCKETS,
             registry=registry,

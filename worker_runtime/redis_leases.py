@@ -13,24 +13,27 @@ at most ``POOL_MAX_CONNECTIONS`` connections, for which calls wait in turn.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_runtime.clocks import CLOCK_TOLERANCE_SECONDS, ServerClock
-from worker_runtime.keys import WorkerKeys
+from worker_runtime.keys import RELEASED_CHANNEL, WorkerKeys
 from worker_runtime.leases import LeaseBackend, LeaseProvider, RunRecord, SlotClaim
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.metrics import Metrics
 from worker_runtime.outcomes import ClaimResult
-from worker_runtime.pipelining import CommandBatcher
+from worker_runtime.pipelining import MAX_BATCH, CommandBatcher
 from worker_runtime.redis_urls import check_redis_url, redact_url
 from worker_runtime.scheduling import ScheduleState
 
@@ -40,7 +43,8 @@ log = logging.getLogger(__name__)
 
 # KEYS[1] lease hash, KEYS[2] fencing counter
 # ARGV[1] owner, ARGV[2] TTL in milliseconds
-# Returns the fencing token, or false when another owner holds the lease. The same owner
+# Returns the fencing token, or -(1 + the lease's remaining TTL in milliseconds) when another
+# owner holds it (a standby waits that long, unless the holder releases it first). The same owner
 # asking again (a retry after a lost reply) gets its lease extended and its token back.
 # A missing counter starts at the Redis server's clock in microseconds, so tokens keep
 # growing even if Redis lost its data.
@@ -51,7 +55,7 @@ if owner == ARGV[1] then
   return tonumber(redis.call('HGET', KEYS[1], 'token'))
 end
 if owner then
-  return false
+  return -1 - math.max(0, redis.call('PTTL', KEYS[1]))
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   local now = redis.call('TIME')
@@ -63,24 +67,34 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return token
 """
 
-# KEYS[1] lease hash, KEYS[2] trigger hash (triggering.py)
-# ARGV[1] owner, ARGV[2] TTL in milliseconds
-# Returns 1 when renewed, 2 when renewed and a `tickwork trigger` is pending, 0 when the
-# caller does not hold the lease.
-_RENEW = """
-if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1 + redis.call('EXISTS', KEYS[2])
+# KEYS[2i-1] lease hash and KEYS[2i] trigger hash (triggering.py) of worker i, for n workers
+# ARGV[1] TTL in milliseconds, ARGV[2..n+1] the owner of each lease, in the order of KEYS
+# Renews many leases in one call (a process's keepers renew together): an array with, for
+# each worker, 1 when renewed, 2 when renewed and a `tickwork trigger` is pending, and 0
+# when that owner does not hold it.
+_RENEW_MANY = """
+local renewed = {}
+for i = 1, #KEYS, 2 do
+  local n = (i + 1) / 2
+  if redis.call('HGET', KEYS[i], 'owner') == ARGV[n + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    renewed[n] = 1 + redis.call('EXISTS', KEYS[i + 1])
+  else
+    renewed[n] = 0
+  end
 end
-return 0
+return renewed
 """
 
 # KEYS[1] lease hash
-# ARGV[1] owner
-# Compare-and-delete: returns 1 when released, 0 when the caller did not hold it.
+# ARGV[1] owner, ARGV[2] the release channel, ARGV[3] the worker's name
+# Compare-and-delete: returns 1 when released, 0 when the caller did not hold it. A release
+# is published on the channel (the worker's name), so that standbys take over at once.
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
 end
 return 0
 """
@@ -163,14 +177,24 @@ class _RedisLease(LeaseBackend):
         self._keys = WorkerKeys(worker)
 
     async def acquire(self, owner: str, ttl_seconds: float) -> int | None:
-        token = await self._p.acquire_script(
-            keys=[self._keys.lease, self._keys.fence], args=[owner, _ms(ttl_seconds)]
+        return (await self.acquire_or_wait(owner, ttl_seconds))[0]
+
+    async def acquire_or_wait(
+        self, owner: str, ttl_seconds: float
+    ) -> tuple[int | None, float | None]:
+        reply = int(
+            await self._p.acquire_script(
+                keys=[self._keys.lease, self._keys.fence], args=[owner, _ms(ttl_seconds)]
+            )
         )
-        return None if token is None else int(token)
+        return (reply, None) if reply > 0 else (None, (-reply - 1) / 1000)
+
+    def release_signal(self) -> asyncio.Event:
+        return self._p.releases.signal(self.worker)
 
     async def renew(self, owner: str, ttl_seconds: float) -> bool:
-        result = await self._p.renew_script(
-            keys=[self._keys.lease, self._keys.trigger], args=[owner, _ms(ttl_seconds)]
+        result = await self._p.renewals.renew(
+            self._keys.lease, self._keys.trigger, owner, _ms(ttl_seconds)
         )
         # --- tickwork trigger hook (triggering.py): the renewal also says one is pending.
         if result == 2 and self.on_trigger is not None:
@@ -178,7 +202,11 @@ class _RedisLease(LeaseBackend):
         return bool(result)
 
     async def release(self, owner: str) -> bool:
-        return bool(await self._p.release_script(keys=[self._keys.lease], args=[owner]))
+        return bool(
+            await self._p.release_script(
+                keys=[self._keys.lease], args=[owner, RELEASED_CHANNEL, self.worker]
+            )
+        )
 
     async def load_state(self) -> ScheduleState:
         raw = await self._p.batch.call("HGETALL", self._keys.schedule)
@@ -223,6 +251,129 @@ class _RedisLease(LeaseBackend):
         await self._p.ping()
 
 
+class _Renewals:
+    """The renewals asked for in one event-loop turn, sent as one ``_RENEW_MANY`` call per
+    TTL (and, in Redis Cluster, per hash slot: a script's keys must share one), at most
+    ``MAX_BATCH`` leases each. A process's keepers renew on one shared grid
+    (``LeaseKeeper``), so a thousand leases cost a handful of calls per renew interval."""
+
+    def __init__(self, provider: RedisLeases) -> None:
+        self._p = provider
+        self._sha = provider.batch.script(_RENEW_MANY)
+        self._pending: list[tuple[tuple[str, str], str, int, asyncio.Future[int]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def renew(self, lease: str, trigger: str, owner: str, ttl_ms: int) -> int:
+        """The script's answer for this lease: 0 not held, 1 renewed, 2 and a trigger."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append(((lease, trigger), owner, ttl_ms, future))
+        return await future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        groups: dict[tuple[int, int], list[tuple[tuple[str, str], str, asyncio.Future[int]]]] = {}
+        for keys, owner, ttl_ms, future in pending:
+            if not future.done():  # its caller gave up (timeout) before the turn ended
+                group = (ttl_ms, self._p.slot_of(keys[0]))  # both keys share the hash tag
+                groups.setdefault(group, []).append((keys, owner, future))
+        for (ttl_ms, _), leases in groups.items():
+            for start in range(0, len(leases), MAX_BATCH):
+                task = asyncio.get_running_loop().create_task(
+                    self._send(ttl_ms, leases[start : start + MAX_BATCH])
+                )
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _send(
+        self, ttl_ms: int, leases: list[tuple[tuple[str, str], str, asyncio.Future[int]]]
+    ) -> None:
+        try:
+            replies = await self._p.batch.evalsha(
+                self._sha,
+                [key for keys, _, _ in leases for key in keys],
+                [ttl_ms, *(o for _, o, _ in leases)],
+            )
+        except Exception as exc:
+            for _, _, future in leases:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), reply in zip(leases, replies, strict=True):
+            if not future.done():
+                future.set_result(int(reply))
+
+    async def aclose(self) -> None:
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+
+class _ReleaseListener:
+    """One subscription per process to ``RELEASED_CHANNEL``: sets the signal of the worker
+    whose lease was released. Started by the first ``signal()``, stopped by ``aclose()``.
+    While it is not subscribed (Redis down, reconnecting) releases go unseen, which only
+    delays a takeover to the end of the lease's TTL (standbys poll then)."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._signals: dict[str, asyncio.Event] = {}
+        self._task: asyncio.Task[None] | None = None
+        # Checked by the loop too: a cancellation that meets the expiry of a read's timeout
+        # can be swallowed (asyncio.timeout in Python 3.11), and the loop must end anyway.
+        self._closing = False
+
+    def signal(self, worker: str) -> asyncio.Event:
+        event = self._signals.get(worker)
+        if event is None:
+            event = self._signals[worker] = asyncio.Event()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._listen(), name="lease-releases"
+            )
+        return event
+
+    def _stopping(self) -> bool:
+        return self._closing
+
+    async def _listen(self) -> None:
+        while not self._stopping():
+            try:
+                async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(RELEASED_CHANNEL)
+                    while not self._stopping():
+                        message = await pubsub.get_message(timeout=_LISTEN_SECONDS)
+                        if message is not None:
+                            self._seen(message.get("data"))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._stopping():
+                    return
+                log.debug("lease release subscription failed (%s); resubscribing", exc)
+                await asyncio.sleep(_RESUBSCRIBE_SECONDS)
+
+    def _seen(self, data: object) -> None:
+        worker = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+        event = self._signals.get(worker)
+        if event is not None:
+            event.set()
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self._closing = True
+            task.cancel()
+            # Bounded: a swallowed cancellation ends the loop at its next read (the flag).
+            await asyncio.wait([task], timeout=_LISTEN_SECONDS * 3)
+
+
+# How long one read of the subscription waits; a failed subscription is retried after this.
+_LISTEN_SECONDS = 1.0
+_RESUBSCRIBE_SECONDS = 1.0
+
+
 class RedisLeases(LeaseProvider):
     """One Redis connection pool shared by every worker's lease.
 
@@ -234,14 +385,17 @@ class RedisLeases(LeaseProvider):
 
     def __init__(self, client: Redis, *, description: str, metrics: Metrics | None = None) -> None:
         self.client = client
+        # The client is typed as one server's; a cluster client may be passed all the same.
+        self._cluster = isinstance(cast(object, client), RedisCluster)
         self.description = description
         self.clock = ServerClock(metrics=metrics)
         self.batch = CommandBatcher(client, max_pipelines=POOL_MAX_CONNECTIONS, clock=self.clock)
         self.acquire_script = self._script(_ACQUIRE)
-        self.renew_script = self._script(_RENEW)
         self.release_script = self._script(_RELEASE)
         self.claim_script = self._script(_CLAIM)
         self.record_script = self._script(_RECORD)
+        self.renewals = _Renewals(self)
+        self.releases = _ReleaseListener(client)
 
     def _script(self, text: str) -> Callable[..., Awaitable[Any]]:
         sha = self.batch.script(text)
@@ -277,7 +431,13 @@ class RedisLeases(LeaseProvider):
     async def ping(self) -> None:
         await self.batch.call("PING")
 
+    def slot_of(self, key: str) -> int:
+        """The key's hash slot in Redis Cluster; 0 for every key on a single server."""
+        return key_slot(key.encode()) if self._cluster else 0
+
     async def aclose(self) -> None:
+        await self.releases.aclose()
+        await self.renewals.aclose()
         await self.batch.aclose()
         await self.client.aclose()
 
@@ -305,7 +465,8 @@ def connect(url: str, *, password: str | None, timing: LeaseTiming) -> Redis:
         options["socket_keepalive"] = True  # TCP only: a unix socket has no keepalive
     if password:
         options["password"] = password
-    pool = ConnectionPool.from_url(url, max_connections=POOL_MAX_CONNECTIONS, **options)
+    # One more connection than pipelines: the subscription to lease releases.
+    pool = ConnectionPool.from_url(url, max_connections=POOL_MAX_CONNECTIONS + 1, **options)
     return Redis.from_pool(pool)
 
 

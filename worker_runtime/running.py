@@ -20,7 +20,7 @@ from worker_runtime.metrics import WorkerMetrics
 from worker_runtime.outcomes import ClaimResult, Outcome
 from worker_runtime.scheduling import Misfire, Plan, ScheduleState, SkipReason, plan_next
 from worker_runtime.triggering import ManualTrigger
-from worker_runtime.waiting import wait_any
+from worker_runtime.waiting import Alarm, wait_any
 from worker_runtime.worker import PeriodicWorker
 
 __all__ = ["Shutdown", "WorkerRunner"]
@@ -63,9 +63,12 @@ class WorkerRunner:
         replica_id: str,
         shutdown: Shutdown,
         clock: Callable[[], float],
+        alarm: Alarm,
         manual: ManualTrigger | None = None,
     ) -> None:
         self.worker = worker
+        #: Wakes the runner at its slots (the manager's, shared by its workers).
+        self._alarm = alarm
         self.schedule = worker.schedule
         self._backend = backend
         self._keeper = keeper
@@ -121,11 +124,7 @@ class WorkerRunner:
         if not term.active or stopping.is_set():
             return True
         if within > 0:
-            try:
-                async with asyncio.timeout(within):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await self._alarm.sleep_until(asyncio.get_running_loop().time() + within, self._wake)
         return not term.active or stopping.is_set()
 
     async def _lead(self, term: Term, tg: asyncio.TaskGroup) -> None:
@@ -304,7 +303,6 @@ class WorkerRunner:
         name = self.worker.name
         loop = asyncio.get_running_loop()
         started = loop.time()
-        self._wm.lateness.observe(max(0.0, started_at - (plan.slot + jitter)))
         self._wm.in_progress.inc()
         container = svcs.Container(self._registry)
         ctx = TickContext(
@@ -318,7 +316,9 @@ class WorkerRunner:
             ),
             services=container,
         )
-        task = tg.create_task(self._execute(ctx, container), name=f"tick:{name}:{number}")
+        task = tg.create_task(
+            self._execute(ctx, container, due=plan.slot + jitter), name=f"tick:{name}:{number}"
+        )
         try:
             outcome = await self._supervise(task, term, ctx)
         finally:
@@ -330,11 +330,14 @@ class WorkerRunner:
             await self._manual.finished(outcome)
         return ended_at
 
-    async def _execute(self, ctx: TickContext, container: svcs.Container) -> Outcome:
+    async def _execute(self, ctx: TickContext, container: svcs.Container, *, due: float) -> Outcome:
         timeout = self.schedule.timeout_seconds
         scope: asyncio.Timeout | None = None
         try:
             async with asyncio.timeout(timeout) as scope:
+                # Lateness as the work feels it: read where do_work starts, after the claim
+                # and the task switch (nothing in between yields to the event loop).
+                self._wm.lateness.observe(max(0.0, self._clock() - due))
                 await self.worker.do_work(ctx)
         except TimeoutError:
             if scope is not None and scope.expired():

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.benches import load_bench
+
 pytestmark = pytest.mark.integration
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_many_workers.py"
 
 
 def test_the_many_workers_bench_runs_every_slot_and_releases_every_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = importlib.util.spec_from_file_location("bench_many_workers", BENCH)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)
-    spec.loader.exec_module(bench)
+    bench = load_bench("bench_many_workers", monkeypatch)
     result = bench.run(workers=20, seconds=3.0, directory=tmp_path)
     print(result.report())
     assert result.ticks >= 20 * 2

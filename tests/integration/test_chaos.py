@@ -123,11 +123,18 @@ def test_chaos_no_overlap_no_slot_twice_and_misses_only_inside_failover_windows(
             launch(index)
         anchor = float(client.hget(WorkerKeys(WORKER).schedule, "anchor") or 0)
     finally:
-        for _replica, proc in procs.values():
-            stop(proc)
+        hung = []
+        for replica_name, proc in procs.values():
+            try:
+                stop(proc)
+            except subprocess.TimeoutExpired:  # killed, so that none outlives the test
+                hung.append(replica_name)
+                proc.kill()
+                proc.wait()
         end_of_run = time.time()
         client.close()
         server.stop()
+    assert not hung, f"replicas {hung} did not exit within 30 s of SIGTERM"
 
     events = read_events(log)
     ends = {(e["replica"], e["slot"]): e for e in events if e["event"] == "end"}

@@ -213,16 +213,18 @@ class _SlowReplyLeases(RedisLeases):
     def for_worker(self, worker: str) -> LeaseBackend:
         backend = super().for_worker(worker)
         provider = self
-        original = backend.acquire
+        original = backend.acquire_or_wait
 
-        async def acquire(owner: str, ttl_seconds: float) -> int | None:
-            token = await original(owner, ttl_seconds)
+        async def acquire_or_wait(
+            owner: str, ttl_seconds: float
+        ) -> tuple[int | None, float | None]:
+            token, left = await original(owner, ttl_seconds)
             if token is not None and provider.reply_delay:
                 provider.script_ran.set()
                 await asyncio.sleep(provider.reply_delay)
-            return token
+            return token, left
 
-        backend.acquire = acquire  # type: ignore[method-assign]
+        backend.acquire_or_wait = acquire_or_wait  # type: ignore[method-assign]
         return backend
 
 

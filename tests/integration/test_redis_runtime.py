@@ -247,9 +247,11 @@ def test_the_follower_counts_slots_it_did_not_run_and_the_holder_reports_its_lea
             metric(ports[holder], 'tickwork_lease_operation_duration_seconds_count{op="renew"}')
             >= 1
         )
+        # The follower tries again when the holder's lease would run out (it is renewed
+        # meanwhile): about once per TTL, not once per quarter period.
         assert (
             metric(ports[follower], 'tickwork_lease_operation_duration_seconds_count{op="acquire"}')
-            >= 3
+            >= 1
         )
     finally:
         for proc in procs:

@@ -88,3 +88,18 @@ def test_an_offset_beyond_the_tolerance_is_exported_and_warned_about_once(
         "this host's clock is 3600.000s ahead of the Redis server's; slots are planned on the "
         "server's clock (fix the host's time sync)"
     ]
+
+
+def test_a_host_clock_that_reads_within_the_readings_window_is_taken_as_the_servers() -> None:
+    clocks = Clocks()
+    clock = _clock(clocks)
+    # The server read 0.3 ms after the request left and the reply took 1.7 ms to come back:
+    # the midpoint would put the server 0.7 ms behind this host, which agrees with it.
+    clock.observe(clocks.wall - 0.0017, sent=clocks.mono - 0.002, received=clocks.mono)
+    assert clock.now() == pytest.approx(clocks.wall, abs=1e-9)
+    clocks.advance(1.0)
+    assert clock.now() == pytest.approx(clocks.wall, abs=1e-9)
+    # A server 2 s behind is outside the window: the midpoint.
+    clocks.advance(10 * CLOCK_SYNC_SECONDS)
+    clock.observe(clocks.wall - 2.0, sent=clocks.mono - 0.002, received=clocks.mono)
+    assert clock.now() == pytest.approx(clocks.wall - 1.999)
