@@ -170,19 +170,8 @@ class CommandBatcher:
                 future.set_result(result)
 
     async def _execute(self, commands: list[Command]) -> list[Any]:
-        results = await self._pipeline(commands)
-        unknown = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if unknown:
-            for sha in {commands[i][1] for i in unknown}:
-                await self._client.script_load(self._scripts[sha])
-            again = await self._pipeline([commands[i] for i in unknown])
-            for i, result in zip(unknown, again, strict=True):
-                results[i] = result
-        return results
-
-    async def _pipeline(self, commands: list[Command]) -> list[Any]:
         if not isinstance(self._client, RedisCluster):
-            return await self._node_pipeline(commands, node=None)
+            return await self._execute_on(None, commands)
         # A Cluster: one pipeline per node, so that a lost primary fails only the calls for
         # its slots (redis-py's cluster pipeline fails, and retries, every call of a pipeline
         # when one node is unreachable).
@@ -193,28 +182,70 @@ class CommandBatcher:
             groups.setdefault(node.name if node else "", (node, []))[1].append(i)
         replies = await asyncio.gather(
             *(
-                self._node_pipeline([commands[i] for i in indexes], node=node)
+                self._execute_on(node, [commands[i] for i in indexes])
                 for node, indexes in groups.values()
             ),
             return_exceptions=True,
         )
         results: list[Any] = [None] * len(commands)
-        for (_, indexes), reply in zip(groups.values(), replies, strict=True):
+        failing: set[str] = set()
+        for (node, indexes), reply in zip(groups.values(), replies, strict=True):
             if isinstance(reply, BaseException) and not isinstance(reply, Exception):
                 raise reply
             for n, i in enumerate(indexes):
                 results[i] = reply if isinstance(reply, Exception) else reply[n]
-        now = time.monotonic()
-        if (
-            any(isinstance(r, _TOPOLOGY_ERRORS) for r in results)
-            and now - self._slot_map_read >= SLOT_MAP_REFRESH_SECONDS
-        ):
-            # A node is gone or a slot has moved (a failover): the next batch reads the slot
-            # map again, as redis-py's own single-command path does — at most this often,
-            # since every batch waits for the reading (which may first try the lost node).
-            self._slot_map_read = now
-            self._client._initialize = True
+                if isinstance(results[i], _TOPOLOGY_ERRORS) and node is not None:
+                    failing.add(node.name)
+        if failing:
+            self._check_slot_map(self._client, failing)
         return results
+
+    async def _execute_on(self, node: ClusterNode | None, commands: list[Command]) -> list[Any]:
+        """The commands as one pipeline (to ``node`` in a Cluster). A script the server does
+        not know (restarted, or a replica just promoted) is loaded there and its calls sent
+        again."""
+        results = await self._node_pipeline(commands, node=node)
+        unknown = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if unknown:
+            for sha in {commands[i][1] for i in unknown}:
+                if node is None:
+                    await self._client.script_load(self._scripts[sha])
+                else:
+                    await self._client.execute_command(
+                        "SCRIPT LOAD", self._scripts[sha], target_nodes=node
+                    )
+            again = await self._node_pipeline([commands[i] for i in unknown], node=node)
+            for i, result in zip(unknown, again, strict=True):
+                results[i] = result
+        return results
+
+    def _check_slot_map(self, client: RedisCluster, failing: set[str]) -> None:
+        """Calls to ``failing`` nodes failed: ask another node (in the background, at most
+        every ``SLOT_MAP_REFRESH_SECONDS``) whether their slots have moved — a replica took
+        over — and if so have the client read the slot map again. Reading it unasked would
+        reconnect every connection each time, while a primary without replicas stays down."""
+        now = time.monotonic()
+        if now - self._slot_map_read < SLOT_MAP_REFRESH_SECONDS:
+            return
+        self._slot_map_read = now
+        self._spawn(self._compare_slot_map(client, failing))
+
+    async def _compare_slot_map(self, client: RedisCluster, failing: set[str]) -> None:
+        for node in client.get_primaries():
+            if node.name in failing:
+                continue
+            try:
+                ranges = await client.execute_command("CLUSTER SLOTS", target_nodes=node)
+            except Exception:
+                continue
+            cache = client.nodes_manager.slots_cache
+            for (start, _end), owners in ranges.items():
+                host, port = owners["primary"][:2]
+                known = cache.get(start)
+                if not known or known[0].name != f"{host}:{port}":
+                    client._initialize = True  # redis-py's own flag: read the map again
+                    return
+            return
 
     @staticmethod
     def _node_of(client: RedisCluster, command: Command) -> ClusterNode | None:

@@ -35,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "MAX_DB_INDEX",
+    "NETWORK_URL_PREFIXES",
     "SCHEMES",
     "SECRET_OPTION_PATTERN",
     "SENTINEL_OPTIONS",
@@ -70,8 +71,11 @@ SCHEMES: dict[str, Deployment] = {
     "redis+cluster": Deployment.CLUSTER,
     "rediss+cluster": Deployment.CLUSTER,
 }
-#: What a Redis URL starts with (the operator's CRD rule and spec check use these too).
+#: What a Redis URL starts with.
 URL_PREFIXES = tuple(f"{scheme}://" for scheme in SCHEMES)
+#: What a URL in a ``BackgroundWorker`` may start with (a pod reaches Redis over the network,
+#: not a unix socket): the operator's CRD rule and spec check.
+NETWORK_URL_PREFIXES = tuple(prefix for prefix in URL_PREFIXES if prefix != "unix://")
 _TLS_SCHEMES = ("rediss", "rediss+sentinel", "rediss+cluster")
 #: The port of a host given without one: a sentinel's, or a Redis server's.
 DEFAULT_PORTS = {Deployment.SENTINEL: 26379, Deployment.CLUSTER: 6379, Deployment.SINGLE: 6379}
