@@ -10,23 +10,32 @@ worker ran again, and what the fenced store refused.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.support.chaos import Fault, Verdict, check, executions_from
-from tests.support.processes import read_events, start_tickwork, stop, wait_until
+from tests.support.processes import RedisServer, read_events, start_tickwork, stop, wait_until
 from tests.support.redis_ha import SentinelDeployment
 from tests.workers.fenced_ticker import read_store
 from worker_runtime.keys import WorkerKeys
+from worker_runtime.leases import SlotClaim
+from worker_runtime.leasing import LeaseTiming
+from worker_runtime.outcomes import ClaimResult
+from worker_runtime.pipelining import NotReplicated
+from worker_runtime.redis_leases import RedisLeases
 
 KILLS = int(os.environ.get("TICKWORK_HA_KILLS", "3"))
 PERIOD = 0.2
@@ -142,3 +151,94 @@ def test_without_durable_writes_the_fenced_store_still_never_goes_back(tmp_path:
     run = _run(tmp_path, durable=False)
     assert run.verdict.executions > 10 * (KILLS + 1)
     _assert_resumes_and_fences(run)
+
+
+@contextlib.contextmanager
+def _primary_and_replica(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
+    primary = RedisServer(tmp_path / "primary")
+    primary.start()
+    replica = RedisServer(
+        tmp_path / "replica", extra_args=("--replicaof", "127.0.0.1", str(primary.port))
+    )
+    try:
+        replica.start()
+        with redis.Redis(port=replica.port) as client:
+            wait_until(
+                lambda: client.info("replication").get("master_link_status") == "up",
+                timeout=20,
+                what="the replica to sync",
+            )
+        yield primary, replica
+    finally:
+        if replica.proc is not None:
+            replica.proc.send_signal(signal.SIGCONT)
+        replica.stop()
+        primary.stop()
+
+
+@contextlib.contextmanager
+def _stopped(server: RedisServer) -> Iterator[None]:
+    """The server frozen (SIGSTOP): connected, but it acknowledges nothing."""
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_a_claim_no_replica_acknowledged_is_not_claimed_only_with_durable_writes(
+    tmp_path: Path, durable: bool
+) -> None:
+    timing = LeaseTiming(ttl_seconds=2.0)
+    with _primary_and_replica(tmp_path) as (primary, replica):
+        leases = RedisLeases.from_url(
+            primary.url, password=None, timing=timing, durable_writes=durable
+        )
+        try:
+            lease = leases.for_worker("w")
+            token = await lease.acquire("a", timing.ttl_seconds)
+            assert token is not None
+            now = leases.now()
+            claim = SlotClaim(slot=now, anchor=now, token=token, replica_id="a", started_at=now)
+            with _stopped(replica):
+                if durable:
+                    with pytest.raises(NotReplicated, match="acknowledged by 0 replicas, not 1"):
+                        await lease.claim("a", claim)
+                    with pytest.raises(NotReplicated):
+                        await lease.acquire("a", timing.ttl_seconds)
+                else:
+                    assert await lease.claim("a", claim) is ClaimResult.CLAIMED
+            # Once the replica acknowledges again, the same claim sent again is the one claim.
+            assert await lease.claim("a", claim) is ClaimResult.CLAIMED
+            assert await lease.acquire("a", timing.ttl_seconds) == token
+        finally:
+            await leases.aclose()
+
+
+def test_with_durable_writes_no_tick_runs_while_no_replica_acknowledges(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    with _primary_and_replica(tmp_path) as (primary, replica):
+        proc = start_tickwork(
+            ["run", "tests.workers.sample:Ticker", "--period", f"{PERIOD}s",
+             "--redis-url", primary.url, "--redis-durable-writes", "true", "--lease-ttl", f"{TTL}s",
+             "--metrics-port", "0"],
+            env={"TICKWORK_TEST_LOG": str(log)},
+            log_path=tmp_path / "tickwork.log",
+        )  # fmt: skip
+        try:
+            starts = lambda: [e for e in read_events(log) if e["event"] == "start"]  # noqa: E731
+            wait_until(lambda: len(starts()) >= 5, timeout=30, what="the first ticks")
+            with _stopped(replica):
+                frozen = time.time()
+                time.sleep(2.0)
+                thawed = time.time()
+            wait_until(lambda: starts()[-1]["time"] > thawed, timeout=10, what="ticks again")
+        finally:
+            stop(proc)
+    # A run whose claim was acknowledged just before the freeze may start a moment after it
+    # (on this busy machine, up to half a second); none starts later while it lasts.
+    during = [e for e in starts() if frozen + 0.5 < e["time"] < thawed]
+    assert during == [], (frozen, thawed, during)
+    assert "acknowledged by 0 replicas, not 1" in (tmp_path / "tickwork.log").read_text()
