@@ -16,6 +16,7 @@ primary that serves worker 0 is SIGKILLed:
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import statistics
 import subprocess
@@ -25,7 +26,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.chaos import Execution, Fault, check, executions_from
-from tests.support.processes import RedisServer, read_events, start_tickwork, stop, wait_until
+from tests.support.processes import (
+    TICKWORK,
+    RedisServer,
+    read_events,
+    start_tickwork,
+    stop,
+    wait_until,
+)
 from tests.support.redis_ha import ClusterDeployment
 from tests.workers.fenced_ticker import read_store
 from worker_runtime.keys import WorkerKeys
@@ -195,3 +203,43 @@ def test_without_replicas_the_workers_of_a_killed_primary_pause_and_the_others_g
         cluster.stop()
     counts = _check_every_worker(tmp_path, faults, end_of_run, strict=True)
     print(f"\ncluster without replicas: overlaps, slots run twice, token regressions: {counts}")
+
+
+def test_tickwork_status_reads_the_records_of_workers_on_every_primary(tmp_path: Path) -> None:
+    cluster = ClusterDeployment(tmp_path / "cluster")
+    cluster.start()
+    names = WORKERS[:12]
+    log = tmp_path / "events.jsonl"
+    try:
+        proc = start_tickwork(
+            ["run", *(f"tests.workers.fenced_ticker:{n}" for n in names),
+             "--redis-url", cluster.url, "--metrics-port", "0"],
+            env={"TICKWORK_TEST_LOG": str(log),
+                 "TICKWORK_TEST_STORE": str(tmp_path / "store.sqlite3")},
+            log_path=tmp_path / "tickwork.log",
+        )  # fmt: skip
+        try:
+            wait_until(
+                lambda: (
+                    {e["worker"] for e in read_events(log) if e["event"] == "end"} >= set(names)
+                ),
+                timeout=30,
+                what="every worker to run",
+            )
+        finally:
+            stop(proc)
+        primaries = {cluster.primary_of(WorkerKeys(n).lease).port for n in names}
+        status = subprocess.run(
+            [TICKWORK, "status", "--redis-url", cluster.url, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"PATH": os.environ["PATH"]},
+        )
+    finally:
+        cluster.stop()
+    assert status.returncode == 0, status.stderr
+    records = json.loads(status.stdout)
+    assert len(primaries) == 3  # twelve workers' hash tags fall on every primary
+    assert set(records) == set(names)
+    assert all(r["outcome"] == "success" for r in records.values())

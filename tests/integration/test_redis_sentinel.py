@@ -242,3 +242,35 @@ def test_with_durable_writes_no_tick_runs_while_no_replica_acknowledges(tmp_path
     during = [e for e in starts() if frozen + 0.5 < e["time"] < thawed]
     assert during == [], (frozen, thawed, during)
     assert "acknowledged by 0 replicas, not 1" in (tmp_path / "tickwork.log").read_text()
+
+
+def test_a_password_protected_sentinel_deployment_runs_ticks_and_never_shows_the_password(
+    tmp_path: Path,
+) -> None:
+    secret = "s3cret-sentinel-pw"
+    deployment = SentinelDeployment(tmp_path / "redis", replicas=1, password=secret)
+    deployment.start()
+    password_file = tmp_path / "password"
+    password_file.write_text(secret + "\n")
+    log = tmp_path / "events.jsonl"
+    try:
+        proc = start_tickwork(
+            ["run", "tests.workers.sample:Ticker", "--period", f"{PERIOD}s",
+             "--redis-url", deployment.url, "--redis-password-file", str(password_file),
+             "--metrics-port", "0", "--log-level", "debug"],
+            env={"TICKWORK_TEST_LOG": str(log)},
+            log_path=tmp_path / "tickwork.log",
+        )  # fmt: skip
+        try:
+            wait_until(
+                lambda: sum(e["event"] == "end" for e in read_events(log)) >= 3,
+                timeout=30,
+                what="three ticks",
+            )
+        finally:
+            stop(proc)
+    finally:
+        deployment.stop()
+    text = (tmp_path / "tickwork.log").read_text()
+    assert "(durable writes)" in text  # on by default with Sentinel
+    assert secret not in text
