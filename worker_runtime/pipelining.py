@@ -172,9 +172,10 @@ class CommandBatcher:
     async def _execute(self, commands: list[Command]) -> list[Any]:
         if not isinstance(self._client, RedisCluster):
             return await self._execute_on(None, commands)
-        # A Cluster: one pipeline per node, so that a lost primary fails only the calls for
-        # its slots (redis-py's cluster pipeline fails, and retries, every call of a pipeline
-        # when one node is unreachable).
+        # A Cluster: one pipeline per node, so that each node's durable calls get their own
+        # WAIT on that node, a script is loaded only where it is missing, and the nodes whose
+        # calls fail are known. (A lost primary fails only the calls for its slots because
+        # the cluster client's own retry is off, see connecting.py.)
         await self._client.initialize()  # the slot map (a no-op once known)
         groups: dict[str, tuple[ClusterNode | None, list[int]]] = {}
         for i, command in enumerate(commands):

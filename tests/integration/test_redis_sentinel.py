@@ -124,6 +124,18 @@ def _run(tmp_path: Path, *, durable: bool) -> Run:
     return Run(verdict, failovers, resumes, refused, regressions)
 
 
+def _unacknowledged_claims(tmp_path: Path) -> list[float]:
+    """When the replicas logged a claim that no replica acknowledged (one line per 5 s at
+    most: the runtime leaves out the repeats)."""
+    times = []
+    for path in tmp_path.glob("r*.log"):
+        for line in path.read_text().splitlines():
+            if "lease claim" in line and "NotReplicated" in line:
+                stamp = time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
+                times.append(time.mktime(stamp) + int(line[20:23]) / 1000)
+    return times
+
+
 def _assert_resumes_and_fences(run: Run) -> None:
     # The store never takes a lower token than one it has accepted: the guarantee that holds
     # whatever a failover lost.
@@ -143,7 +155,11 @@ def test_with_durable_writes_a_primary_killed_during_ticks_never_makes_a_slot_ru
     assert not run.verdict.overlaps, run.verdict.overlaps[:3]
     assert not run.verdict.duplicates, run.verdict.duplicates[:3]
     assert not run.verdict.token_regressions, run.verdict.token_regressions[:3]
-    assert not run.verdict.unexplained_misses, run.verdict.unexplained_misses[:5]
+    # A slot missed outside a failover is one whose claim no replica acknowledged in time (a
+    # busy machine): it is not run, by design, and the replica logs why.
+    unacknowledged = _unacknowledged_claims(tmp_path)
+    for slot in run.verdict.unexplained_misses:
+        assert any(slot - 5.5 <= at <= slot + 1.0 for at in unacknowledged), (slot, unacknowledged)
     _assert_resumes_and_fences(run)
 
 
@@ -274,3 +290,74 @@ def test_a_password_protected_sentinel_deployment_runs_ticks_and_never_shows_the
     text = (tmp_path / "tickwork.log").read_text()
     assert "(durable writes)" in text  # on by default with Sentinel
     assert secret not in text
+
+
+def _same(event: dict[str, object], slot: float) -> bool:
+    return abs(float(str(event["slot"])) - slot) < 0.001
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_failover_to_a_replica_that_missed_the_claim_runs_the_slot_twice_unless_durable(
+    tmp_path: Path, durable: bool
+) -> None:
+    """The replicas are cut off just before a slot; its claim reaches only the primary, which
+    is then killed. The promoted replica never saw the claim, and the next holder catches the
+    slot up (``catch_up``): the slot runs twice. With durable writes the claim was never
+    acknowledged, so the slot ran only once, after the failover."""
+    period, work = 8.0, 1.0
+    deployment = SentinelDeployment(tmp_path / "redis", password="pw")
+    deployment.start()
+    log = tmp_path / "events.jsonl"
+    (tmp_path / "pw").write_text("pw")
+
+    def starts() -> list[dict[str, object]]:
+        return [e for e in read_events(log) if e["event"] == "start"]
+
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(3):
+            procs.append(
+                start_tickwork(
+                    ["run", W, "--name", WORKER, "--period", f"{period}s", "--misfire", "catch_up",
+                     "--redis-url", deployment.url, "--redis-password-file", str(tmp_path / "pw"),
+                     "--lease-ttl", f"{TTL}s", "--redis-durable-writes", str(durable).lower(),
+                     "--replica-id", f"r{i}", "--metrics-port", "0"],
+                    env={"TICKWORK_TEST_LOG": str(log), "TICKWORK_TEST_WORK": str(work),
+                         "TICKWORK_TEST_STORE": str(tmp_path / "store")},
+                    log_path=tmp_path / f"r{i}.log",
+                )
+            )  # fmt: skip
+        first = wait_until(starts, timeout=30, what="the first tick")[0]
+        slot = float(str(first["slot"])) + period
+        time.sleep(max(0.0, slot - 0.5 - time.time()))
+        deployment.cut_off_replicas()
+        # The slot's claim is sent, on the primary alone; with durable writes it is refused.
+        time.sleep(max(0.0, slot + 0.7 - time.time()))
+        primary = deployment.server_on(deployment.primary_port() or 0)
+        primary.stop(sig=signal.SIGKILL)
+        deployment.reconnect_replicas()
+        wait_until(
+            lambda: deployment.primary_port() not in (None, primary.port),
+            timeout=30,
+            what="the sentinels to promote a replica",
+        )
+        wait_until(
+            lambda: any(_same(e, slot) and float(str(e["time"])) > slot + 1.5
+                        for e in starts()) or time.time() > slot + period - 1,
+            timeout=period,
+            what="the slot to be caught up",
+        )  # fmt: skip
+    finally:
+        for proc in procs:
+            stop(proc)
+        deployment.stop()
+    runs = [e for e in starts() if _same(e, slot)]
+    writes, refused = read_store(str(tmp_path / "store"))
+    print(
+        f"\ndurable writes {'on' if durable else 'off'}: the slot ran {len(runs)} time(s), "
+        f"tokens {[e['token'] for e in runs]}; fenced store: {len(writes)} accepted, "
+        f"{len(refused)} refused"
+    )
+    assert len(runs) == (1 if durable else 2), runs
+    tokens = [token for token, _ in writes]
+    assert all(a <= b for a, b in itertools.pairwise(tokens)), tokens

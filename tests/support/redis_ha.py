@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,31 @@ def _info(port: int, section: str, password: str | None = None) -> dict[str, Any
     return info
 
 
+_PORT_ATTEMPTS = 3
+
+
+def _answers(port: int) -> bool:
+    try:
+        with _client(port) as client:
+            return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def start_on_a_free_port(server: RedisServer, *, renew: Callable[[], None] = lambda: None) -> None:
+    """``server.start()``; again on a new port (and whatever ``renew`` renews) when another
+    process took the free port it was given between the choice and the bind."""
+    for attempt in range(_PORT_ATTEMPTS):
+        try:
+            server.start()
+            return
+        except AssertionError:
+            if attempt == _PORT_ATTEMPTS - 1:
+                raise
+            server.port = free_port()
+            renew()
+
+
 class SentinelDeployment:
     def __init__(
         self,
@@ -45,8 +71,10 @@ class SentinelDeployment:
         *,
         replicas: int = 2,
         sentinels: int = 3,
-        down_after_ms: int = 1000,
-        failover_timeout_ms: int = 3000,
+        # 1 s made the sentinels fail over a primary that was only slow on this loaded
+        # machine (two primaries for seconds); 2 s did not.
+        down_after_ms: int = 2000,
+        failover_timeout_ms: int = 5000,
         password: str | None = None,
     ) -> None:
         self.directory = directory
@@ -95,26 +123,43 @@ class SentinelDeployment:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         assert binary is not None, "redis-server is not installed; run `make redis-server`"
+        auth = ("--masterauth", self.password) if self.password else ()
         try:
-            for server in self.servers:
-                server.start()
+            start_on_a_free_port(self.servers[0])
+            for server in self.servers[1:]:
+                server.extra_args = ("--replicaof", "127.0.0.1", str(self.servers[0].port), *auth)
+                start_on_a_free_port(server)
             wait_until(
                 lambda: self.replicas_in_sync(self.servers[0].port) >= len(self.servers) - 1,
                 timeout=20,
                 what="the replicas to sync",
             )
             for index in range(len(self.sentinel_ports)):
-                self.sentinel_procs.append(
-                    subprocess.Popen(
-                        [binary, str(self._sentinel_conf(index)), "--sentinel"],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
+                self.sentinel_procs.append(self._start_sentinel(binary, index))
             wait_until(self._sentinels_agree, timeout=20, what="the sentinels to see each other")
         except BaseException:
             self.stop()
             raise
+
+    def _start_sentinel(self, binary: str, index: int) -> subprocess.Popen[bytes]:
+        """A sentinel that listens; on a new port when another process took the free one."""
+        for _ in range(_PORT_ATTEMPTS):
+            proc = subprocess.Popen(
+                [binary, str(self._sentinel_conf(index)), "--sentinel"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if (
+                wait_until(
+                    lambda p=proc: p.poll() is not None or _answers(self.sentinel_ports[index]),
+                    timeout=10,
+                    what=f"sentinel {index} to listen",
+                )
+                and proc.poll() is None
+            ):
+                return proc
+            self.sentinel_ports[index] = free_port()
+        raise AssertionError(f"sentinel {index} found no free port")
 
     def _sentinels_agree(self) -> bool:
         for port in self.sentinel_ports:
@@ -160,6 +205,29 @@ class SentinelDeployment:
 
     def server_on(self, port: int) -> RedisServer:
         return next(s for s in self.servers if s.port == port)
+
+    def cut_off_replicas(self) -> None:
+        """The replicas stop receiving writes but stay promotable: each gets a wrong primary
+        password and its link is dropped, so it cannot sync again (needs ``password``)."""
+        assert self.password, "cutting the replicas off needs a password-protected deployment"
+        primary = self.primary_port()
+        assert primary is not None
+        for server in self.servers:
+            if server.port != primary and server.proc is not None:
+                with _client(server.port, self.password) as client:
+                    client.config_set("masterauth", "wrong")
+        with _client(primary, self.password) as client:
+            client.client_kill_filter(_type="replica")
+        wait_until(
+            lambda: self.replicas_in_sync(primary) == 0, timeout=10, what="the links to drop"
+        )
+
+    def reconnect_replicas(self) -> None:
+        """Undo ``cut_off_replicas`` on the replicas still running."""
+        for server in self.servers:
+            if server.proc is not None:
+                with _client(server.port, self.password) as client:
+                    client.config_set("masterauth", self.password or "")
 
     def kill_primary(self) -> tuple[RedisServer, float, float]:
         """SIGKILL the current primary; (the server, when, when the sentinels named another)."""
@@ -236,7 +304,11 @@ class ClusterDeployment:
         assert cli is not None, "redis-cli is not installed; run `make redis-server`"
         try:
             for server in self.servers:
-                server.start()
+
+                def renew(s: RedisServer = server) -> None:
+                    s.extra_args = _cluster_args(s.directory)  # a new bus port too
+
+                start_on_a_free_port(server, renew=renew)
             subprocess.run(
                 [cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
                  "--cluster-replicas", str(self.replicas_per_primary), "--cluster-yes"],
