@@ -1,12 +1,15 @@
-"""The client each URL form builds: its settings, before any connection is made (no I/O)."""
+"""The client each URL form builds (before any connection is made), and the hash slots of a
+worker's keys: no I/O."""
 
 from __future__ import annotations
 
 from redis.asyncio import RedisCluster
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
+from redis.crc import key_slot
 
 from worker_runtime.connecting import POOL_MAX_CONNECTIONS, connect
+from worker_runtime.keys import WorkerKeys
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.redis_leases import durable_by_default
 from worker_runtime.redis_urls import Deployment
@@ -69,3 +72,15 @@ def test_durable_writes_are_on_by_default_only_with_sentinel() -> None:
     assert durable_by_default(Deployment.SENTINEL)
     assert not durable_by_default(Deployment.SINGLE)
     assert not durable_by_default(Deployment.CLUSTER)
+
+
+def test_every_key_of_a_worker_lies_in_one_cluster_slot_and_workers_spread_over_slots() -> None:
+    names = [f"worker-{i}" for i in range(50)] + ["a", "ns:Passive.Users/1", "x_y"]
+    slots = set()
+    for name in names:
+        keys = WorkerKeys(name)
+        worker_slots = {key_slot(k.encode()) for k in (keys.lease, keys.fence, keys.schedule,
+                                                      keys.status)}  # fmt: skip
+        assert len(worker_slots) == 1, name
+        slots |= worker_slots
+    assert len(slots) > len(names) // 2  # distinct workers land on distinct slots
