@@ -15,9 +15,11 @@ primary that serves worker 0 is SIGKILLed:
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import time
@@ -37,6 +39,11 @@ from tests.support.processes import (
 from tests.support.redis_ha import ClusterDeployment
 from tests.workers.fenced_ticker import read_store
 from worker_runtime.keys import WorkerKeys
+from worker_runtime.leases import SlotClaim
+from worker_runtime.leasing import LeaseTiming
+from worker_runtime.outcomes import ClaimResult
+from worker_runtime.pipelining import NotReplicated
+from worker_runtime.redis_leases import RedisLeases
 
 KILLS = int(os.environ.get("TICKWORK_HA_KILLS", "1"))
 WORKERS = [f"FencedTicker{i:02d}" for i in range(50)]
@@ -243,3 +250,49 @@ def test_tickwork_status_reads_the_records_of_workers_on_every_primary(tmp_path:
     assert len(primaries) == 3  # twelve workers' hash tags fall on every primary
     assert set(records) == set(names)
     assert all(r["outcome"] == "success" for r in records.values())
+
+
+async def test_durable_writes_wait_for_the_replica_of_each_workers_own_primary(
+    tmp_path: Path,
+) -> None:
+    cluster = ClusterDeployment(tmp_path / "cluster", replicas_per_primary=1)
+    cluster.start()
+    timing = LeaseTiming(ttl_seconds=TTL)
+    leases = RedisLeases.from_url(cluster.url, password=None, timing=timing, durable_writes=True)
+    try:
+        lease = {name: leases.for_worker(name) for name in WORKERS}
+        tokens = dict(
+            zip(
+                WORKERS,
+                await asyncio.gather(*(lease[n].acquire("a", TTL) for n in WORKERS)),
+                strict=True,
+            )
+        )
+        assert all(tokens.values())
+        victim, frozen = _victims(cluster)
+        (replica,) = cluster.replicas_of(victim)
+        assert replica.proc is not None
+        now = leases.now()
+        replica.proc.send_signal(signal.SIGSTOP)
+        try:
+            results = await asyncio.gather(
+                *(
+                    lease[n].claim(
+                        "a",
+                        SlotClaim(slot=now, anchor=now, token=tokens[n] or 0, replica_id="a",
+                                  started_at=now),
+                    )
+                    for n in WORKERS
+                ),
+                return_exceptions=True,
+            )  # fmt: skip
+        finally:
+            replica.proc.send_signal(signal.SIGCONT)
+    finally:
+        await leases.aclose()
+        cluster.stop()
+    outcome = dict(zip(WORKERS, results, strict=True))
+    # One pipeline carried all fifty claims; only the frozen replica's primary lacked the
+    # acknowledgement, so only its workers' claims were refused.
+    assert {n for n, r in outcome.items() if isinstance(r, NotReplicated)} == frozen
+    assert all(outcome[n] is ClaimResult.CLAIMED for n in WORKERS if n not in frozen)

@@ -351,6 +351,15 @@ class ClusterDeployment:
                         return next(s for s in self.servers if s.port == int(primary[1]))
         raise AssertionError(f"no node serves the slot of {key!r}")
 
+    def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
+        """The servers that replicate ``primary`` now."""
+        return [
+            s
+            for s in self.servers
+            if s.proc is not None
+            and _info(s.port, "replication").get("master_port") == primary.port
+        ]
+
     def restart_as_replica(self, server: RedisServer) -> None:
         """Start a killed primary again: the cluster makes it its successor's replica."""
         server.start()
