@@ -64,6 +64,26 @@ def start_on_a_free_port(server: RedisServer, *, renew: Callable[[], None] = lam
             renew()
 
 
+def stop_server(server: RedisServer) -> None:
+    """``server.stop()``, sending SIGTERM again while the server refuses to go: a replica
+    that is writing its first AOF after a sync answers "Writing initial AOF, can't exit" and
+    keeps running."""
+    proc = server.proc
+    for _ in range(10):
+        if proc is None or proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGCONT)  # a frozen server handles no signal
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            continue
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    server.proc = None
+
+
 class SentinelDeployment:
     def __init__(
         self,
@@ -268,7 +288,7 @@ class SentinelDeployment:
                 proc.wait(timeout=10)
         self.sentinel_procs.clear()
         for server in self.servers:
-            server.stop()
+            stop_server(server)
 
 
 def _cluster_args(directory: Path) -> tuple[str, ...]:
@@ -373,4 +393,4 @@ class ClusterDeployment:
 
     def stop(self) -> None:
         for server in self.servers:
-            server.stop()
+            stop_server(server)
