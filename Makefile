@@ -56,6 +56,8 @@ demo-quick: venv redis-server ## the example worker in two local processes shari
 
 chaos: venv redis-server ## the long chaos run: 10,000 ticks under random kills
 	TICKWORK_CHAOS_TICKS=$${TICKWORK_CHAOS_TICKS:-10000} $(BIN)/pytest tests/integration/test_chaos.py -q -s
+	TICKWORK_HA_KILLS=$${TICKWORK_HA_KILLS:-20} $(BIN)/pytest -q -s \
+	  tests/integration/test_redis_sentinel.py tests/integration/test_redis_cluster.py
 
 clean: ## remove the venv and local state (caches outside the repo stay)
 	-@test ! -d .demo || $(BIN)/python hack/demo.py down

@@ -57,14 +57,23 @@ _RUN_FLAGS: tuple[tuple[str, str], ...] = (
     ("--shutdown-grace", "how long in-flight ticks may finish after SIGTERM (default 30s)"),
     ("--log-format", "text (default) or json"),
     ("--log-level", "debug, info (default), warning, error"),
-    ("--redis-url", "redis:// or rediss:// URL; without it the lease is in-process"),
+    (
+        "--redis-url",
+        "redis://, rediss://, redis+sentinel://HOST:PORT,…/SERVICE or redis+cluster://HOST:PORT,… "
+        "URL; without it the lease is in-process",
+    ),
     ("--redis-password-file", "read the Redis password from this file"),
+    (
+        "--redis-durable-writes",
+        "wait for a replica's acknowledgement of each acquire and claim (true/false; default: "
+        "true with Sentinel, false otherwise)",
+    ),
     ("--lease-ttl", "how long a lease lives without renewal (default 15s)"),
     ("--lease-renew-interval", "how often the holder renews (default TTL/3; at most TTL/2)"),
     ("--metrics-port", "port for /metrics, /healthz, /readyz (default 9100; 0 disables)"),
     ("--metrics-host", "address to listen on (default 0.0.0.0)"),
 )
-_BOOL_FLAGS = ("--run-on-start",)
+_BOOL_FLAGS = ("--run-on-start", "--redis-durable-writes")
 
 
 class UsageError(Exception):
@@ -210,6 +219,10 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> RuntimeSe
         password = read_password(env, inputs.get("redis-password-file"))
     except ValueError as exc:
         raise UsageError(f"{inputs.source('redis-password-file')}: {exc}") from None
+    durable_what = inputs.source("redis-durable-writes")
+    durable = inputs.parse("redis-durable-writes", lambda v: parse_bool(v, what=durable_what))
+    if durable is not None and redis_url is None:
+        raise UsageError(f"{durable_what} needs --redis-url (the in-process lease has no replicas)")
     services = inputs.parse("services", lambda v: check_spec(v, what="services"))
     return RuntimeSettings(
         workers=tuple(args.workers),
@@ -225,6 +238,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> RuntimeSe
         log_level=level or "INFO",
         redis_url=redis_url,
         redis_password=password,
+        redis_durable_writes=durable,
         lease_ttl_seconds=ttl,
         lease_renew_interval_seconds=renew,
         metrics_host=inputs.parse("metrics-host", check_host, "0.0.0.0") or "0.0.0.0",

@@ -55,6 +55,8 @@ class RuntimeSettings:
     log_level: str = "INFO"
     redis_url: str | None = field(default=None, repr=False)
     redis_password: str | None = field(default=None, repr=False)
+    #: Wait for a replica after acquire and claim; ``None``: the deployment's default.
+    redis_durable_writes: bool | None = None
     lease_ttl_seconds: float = 15.0
     lease_renew_interval_seconds: float | None = None
     metrics_host: str = "0.0.0.0"

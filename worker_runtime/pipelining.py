@@ -11,6 +11,12 @@ others wait in turn. Scripts are sent by SHA; one the server does not know (afte
 is loaded and the calls that needed it are sent again (every script here is safe to repeat).
 While calls flow, the server's ``TIME`` is read every ``CLOCK_SYNC_SECONDS`` for the
 ``ServerClock`` the replicas plan on.
+
+Durable calls (``call(..., durable=True)``): a pipeline that carries one ends with ``WAIT
+<replicas> <timeout>`` — on the node that holds the call's key in a Cluster — which returns
+how many replicas have acknowledged every write sent before it on that connection. When
+fewer than asked did, each durable call of that pipeline fails with ``NotReplicated`` (its
+write is on the primary only, and a failover may lose it); the others keep their results.
 """
 
 from __future__ import annotations
@@ -19,16 +25,45 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_runtime.clocks import ServerClock
 
-__all__ = ["CommandBatcher"]
+__all__ = ["CommandBatcher", "Durability", "NotReplicated"]
 
 Command = tuple[Any, ...]
+
+
+class NotReplicated(RedisError):
+    """A durable write was not acknowledged by enough replicas in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """``WAIT replicas timeout_ms`` after durable writes."""
+
+    replicas: int
+    timeout_ms: int
+
+
+#: While calls fail on a Cluster node, its slot map is read again at most this often.
+SLOT_MAP_REFRESH_SECONDS = 0.5
 
 #: Commands per pipeline: large enough to carry a burst, small enough to keep one pipeline's
 #: round trip short (a few milliseconds).
@@ -37,15 +72,22 @@ MAX_BATCH = 256
 
 class CommandBatcher:
     def __init__(
-        self, client: Redis, *, max_pipelines: int, clock: ServerClock | None = None
+        self,
+        client: Redis | RedisCluster,
+        *,
+        max_pipelines: int,
+        clock: ServerClock | None = None,
+        durability: Durability | None = None,
     ) -> None:
         self._client = client
         self._clock = clock
+        self._durability = durability
         self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._pipelines = asyncio.Semaphore(max_pipelines)
         self._scripts: dict[str, str] = {}
         self._sending: set[asyncio.Task[None]] = set()
+        self._slot_map_read = -SLOT_MAP_REFRESH_SECONDS
 
     def script(self, text: str) -> str:
         """Register a Lua script; its SHA1, for ``evalsha``."""
@@ -53,13 +95,19 @@ class CommandBatcher:
         self._scripts[sha] = text
         return sha
 
-    async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await self.call("EVALSHA", sha, len(keys), *keys, *args)
+    async def evalsha(
+        self, sha: str, keys: Sequence[str], args: Sequence[Any], *, durable: bool = False
+    ) -> Any:
+        return await self.call("EVALSHA", sha, len(keys), *keys, *args, durable=durable)
 
-    async def call(self, *command: Any) -> Any:
-        """Send ``command`` with the others of this loop turn; its own reply (or error)."""
+    async def call(self, *command: Any, durable: bool = False) -> Any:
+        """Send ``command`` with the others of this loop turn; its own reply (or error).
+        ``durable``: wait for the replicas' acknowledgement (when the batcher has a
+        ``Durability``), else ``NotReplicated``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if durable and self._durability is not None:
+            command = _DurableCommand(command)
         self._pending.append((command, future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -122,19 +170,153 @@ class CommandBatcher:
                 future.set_result(result)
 
     async def _execute(self, commands: list[Command]) -> list[Any]:
-        results = await self._pipeline(commands)
+        if not isinstance(self._client, RedisCluster):
+            return await self._execute_on(None, commands)
+        # A Cluster: one pipeline per node, so that each node's durable calls get their own
+        # WAIT on that node, a script is loaded only where it is missing, and the nodes whose
+        # calls fail are known. (A lost primary fails only the calls for its slots because
+        # the cluster client's own retry is off, see connecting.py.)
+        await self._client.initialize()  # the slot map (a no-op once known)
+        groups: dict[str, tuple[ClusterNode | None, list[int]]] = {}
+        for i, command in enumerate(commands):
+            node = self._node_of(self._client, command)
+            groups.setdefault(node.name if node else "", (node, []))[1].append(i)
+        replies = await asyncio.gather(
+            *(
+                self._execute_on(node, [commands[i] for i in indexes])
+                for node, indexes in groups.values()
+            ),
+            return_exceptions=True,
+        )
+        results: list[Any] = [None] * len(commands)
+        failing: set[str] = set()
+        for (node, indexes), reply in zip(groups.values(), replies, strict=True):
+            if isinstance(reply, BaseException) and not isinstance(reply, Exception):
+                raise reply
+            for n, i in enumerate(indexes):
+                results[i] = reply if isinstance(reply, Exception) else reply[n]
+                if isinstance(results[i], _TOPOLOGY_ERRORS) and node is not None:
+                    failing.add(node.name)
+        if failing:
+            self._check_slot_map(self._client, failing)
+        return results
+
+    async def _execute_on(self, node: ClusterNode | None, commands: list[Command]) -> list[Any]:
+        """The commands as one pipeline (to ``node`` in a Cluster). A script the server does
+        not know (restarted, or a replica just promoted) is loaded there and its calls sent
+        again."""
+        results = await self._node_pipeline(commands, node=node)
         unknown = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if unknown:
             for sha in {commands[i][1] for i in unknown}:
-                await self._client.script_load(self._scripts[sha])
-            again = await self._pipeline([commands[i] for i in unknown])
+                if node is None:
+                    await self._client.script_load(self._scripts[sha])
+                else:
+                    await self._client.execute_command(
+                        "SCRIPT LOAD", self._scripts[sha], target_nodes=node
+                    )
+            again = await self._node_pipeline([commands[i] for i in unknown], node=node)
             for i, result in zip(unknown, again, strict=True):
                 results[i] = result
         return results
 
-    async def _pipeline(self, commands: list[Command]) -> list[Any]:
+    def _check_slot_map(self, client: RedisCluster, failing: set[str]) -> None:
+        """Calls to ``failing`` nodes failed: ask another node (in the background, at most
+        every ``SLOT_MAP_REFRESH_SECONDS``) whether their slots have moved — a replica took
+        over — and if so have the client read the slot map again. Reading it unasked would
+        reconnect every connection each time, while a primary without replicas stays down."""
+        now = time.monotonic()
+        if now - self._slot_map_read < SLOT_MAP_REFRESH_SECONDS:
+            return
+        self._slot_map_read = now
+        self._spawn(self._compare_slot_map(client, failing))
+
+    async def _compare_slot_map(self, client: RedisCluster, failing: set[str]) -> None:
+        for node in client.get_primaries():
+            if node.name in failing:
+                continue
+            try:
+                ranges = await client.execute_command("CLUSTER SLOTS", target_nodes=node)
+            except Exception:
+                continue
+            cache = client.nodes_manager.slots_cache
+            for (start, _end), owners in ranges.items():
+                host, port = owners["primary"][:2]
+                known = cache.get(start)
+                if not known or known[0].name != f"{host}:{port}":
+                    client._initialize = True  # redis-py's own flag: read the map again
+                    return
+            return
+
+    @staticmethod
+    def _node_of(client: RedisCluster, command: Command) -> ClusterNode | None:
+        """The primary that serves the command's (first) key; keyless: the default node."""
+        if len(command) < 2:
+            return client.get_default_node()
+        key = command[3] if command[0] == "EVALSHA" else command[1]
+        try:
+            return client.get_node_from_key(key)
+        except RedisClusterException:
+            return None  # no node serves the slot: the call fails on its own
+
+    async def _node_pipeline(
+        self, commands: list[Command], *, node: ClusterNode | None
+    ) -> list[Any]:
+        """One pipeline (to ``node`` in a Cluster), ending with ``WAIT`` when it carries a
+        durable call: ``WAIT`` counts the replicas that have every earlier write of the
+        connection."""
         pipe = self._client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
+        durable = [i for i, c in enumerate(commands) if isinstance(c, _DurableCommand)]
+        waited = bool(durable) and (node is not None or not isinstance(self._client, RedisCluster))
+        if waited:
+            assert self._durability is not None  # durable commands exist only with it
+            target = {} if node is None else {"target_nodes": node}
+            pipe.execute_command(
+                "WAIT", self._durability.replicas, self._durability.timeout_ms, **target
+            )
         results: list[Any] = await pipe.execute(raise_on_error=False)
+        replicas = results.pop() if waited else None
+        for i in durable:
+            assert self._durability is not None
+            if isinstance(results[i], Exception):
+                continue
+            if not isinstance(replicas, int) or replicas < self._durability.replicas:
+                results[i] = NotReplicated(
+                    f"the write was acknowledged by {_replicas(replicas)} replicas, not "
+                    f"{self._durability.replicas}, within {self._durability.timeout_ms} ms"
+                )
         return results
+
+
+# Errors after which a Cluster's slot map is read again.
+_TOPOLOGY_ERRORS = (
+    ConnectionError,
+    TimeoutError,
+    OSError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    MovedError,
+    AskError,
+    TryAgainError,
+    ClusterDownError,
+    SlotNotCoveredError,
+)
+
+
+class _DurableCommand(tuple[Any, ...]):
+    """A command whose write must reach the replicas (compared by identity: two equal
+    commands in one batch each get their own verdict)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def _replicas(reply: Any) -> str:
+    return str(reply) if isinstance(reply, int) else "no"

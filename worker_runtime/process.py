@@ -115,7 +115,11 @@ def make_leases(settings: RuntimeSettings, metrics: Metrics, timing: LeaseTiming
     from worker_runtime.redis_leases import RedisLeases
 
     return RedisLeases.from_url(
-        settings.redis_url, password=settings.redis_password, timing=timing, metrics=metrics
+        settings.redis_url,
+        password=settings.redis_password,
+        timing=timing,
+        metrics=metrics,
+        durable_writes=settings.redis_durable_writes,
     )
 
 

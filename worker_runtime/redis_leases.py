@@ -5,10 +5,14 @@ worker's keys share a hash tag, see ``keys.py``). Every script that changes some
 compares the stored owner with the caller, so a replica whose lease expired cannot renew,
 release or record over a newer holder.
 
-Connection settings are explicit and sized to the lease timing: socket and connect timeouts
-of half a renew interval (at most 2 s), one immediate retry on a dropped connection (every
-script is safe to repeat), a health check on connections idle for longer than the TTL, and
-at most ``POOL_MAX_CONNECTIONS`` connections, for which calls wait in turn.
+Connection settings are explicit and sized to the lease timing (``connecting.py``: one
+server, Sentinel or Cluster); at most ``POOL_MAX_CONNECTIONS`` pipelines are in flight, the
+other calls wait in turn.
+
+Durable writes (``durable=True``): acquire and claim return only once at least one replica
+has acknowledged them (``WAIT 1``, see ``pipelining.py``); without the acknowledgement the
+lease counts as not acquired and the slot as not claimed, so no work runs on a write that a
+failover could lose.
 """
 
 from __future__ import annotations
@@ -16,28 +20,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_runtime.clocks import CLOCK_TOLERANCE_SECONDS, ServerClock
+from worker_runtime.connecting import POOL_MAX_CONNECTIONS, REDIS_ERRORS, Client, connect
 from worker_runtime.keys import RELEASED_CHANNEL, WorkerKeys
 from worker_runtime.leases import LeaseBackend, LeaseProvider, RunRecord, SlotClaim
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.metrics import Metrics
 from worker_runtime.outcomes import ClaimResult
-from worker_runtime.pipelining import MAX_BATCH, CommandBatcher
-from worker_runtime.redis_urls import check_redis_url, redact_url
+from worker_runtime.pipelining import MAX_BATCH, CommandBatcher, Durability
+from worker_runtime.redis_urls import Deployment, check_redis_url, parse_redis_url, redact_url
 from worker_runtime.scheduling import ScheduleState
 
-__all__ = ["RedisLeases", "check_redis_url"]
+__all__ = ["POOL_MAX_CONNECTIONS", "REDIS_ERRORS", "RedisLeases", "check_redis_url", "connect"]
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +183,9 @@ class _RedisLease(LeaseBackend):
     ) -> tuple[int | None, float | None]:
         reply = int(
             await self._p.acquire_script(
-                keys=[self._keys.lease, self._keys.fence], args=[owner, _ms(ttl_seconds)]
+                keys=[self._keys.lease, self._keys.fence],
+                args=[owner, _ms(ttl_seconds)],
+                durable=True,
             )
         )
         return (reply, None) if reply > 0 else (None, (-reply - 1) / 1000)
@@ -228,6 +229,7 @@ class _RedisLease(LeaseBackend):
                 repr(claim.started_at),
                 CLOCK_TOLERANCE_SECONDS,
             ],
+            durable=True,
         )
         return _CLAIM_RESULTS[int(result)]
 
@@ -316,7 +318,7 @@ class _ReleaseListener:
     While it is not subscribed (Redis down, reconnecting) releases go unseen, which only
     delays a takeover to the end of the lease's TTL (standbys poll then)."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self._client = client
         self._signals: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
@@ -383,13 +385,23 @@ class RedisLeases(LeaseProvider):
     caller's own timeout, instead of failing with "Too many connections".
     """
 
-    def __init__(self, client: Redis, *, description: str, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        description: str,
+        metrics: Metrics | None = None,
+        durability: Durability | None = None,
+    ) -> None:
         self.client = client
-        # The client is typed as one server's; a cluster client may be passed all the same.
-        self._cluster = isinstance(cast(object, client), RedisCluster)
+        self._cluster = isinstance(client, RedisCluster)
+
         self.description = description
+        self.durability = durability
         self.clock = ServerClock(metrics=metrics)
-        self.batch = CommandBatcher(client, max_pipelines=POOL_MAX_CONNECTIONS, clock=self.clock)
+        self.batch = CommandBatcher(
+            client, max_pipelines=POOL_MAX_CONNECTIONS, clock=self.clock, durability=durability
+        )
         self.acquire_script = self._script(_ACQUIRE)
         self.release_script = self._script(_RELEASE)
         self.claim_script = self._script(_CLAIM)
@@ -400,8 +412,10 @@ class RedisLeases(LeaseProvider):
     def _script(self, text: str) -> Callable[..., Awaitable[Any]]:
         sha = self.batch.script(text)
 
-        async def call(*, keys: list[str], args: list[str | int | float]) -> Any:
-            return await self.batch.evalsha(sha, keys, args)
+        async def call(
+            *, keys: list[str], args: list[str | int | float], durable: bool = False
+        ) -> Any:
+            return await self.batch.evalsha(sha, keys, args, durable=durable)
 
         return call
 
@@ -413,12 +427,18 @@ class RedisLeases(LeaseProvider):
         password: str | None = None,
         timing: LeaseTiming,
         metrics: Metrics | None = None,
+        durable_writes: bool | None = None,
     ) -> RedisLeases:
-        check_redis_url(url)
+        """``durable_writes``: wait for one replica after acquire and claim; ``None``: on
+        with Sentinel (``durable_by_default``), off otherwise."""
+        target = parse_redis_url(url)
+        if durable_writes is None:
+            durable_writes = durable_by_default(target.deployment)
         return cls(
             connect(url, password=password, timing=timing),
-            description=redact_url(url),
+            description=redact_url(url) + (" (durable writes)" if durable_writes else ""),
             metrics=metrics,
+            durability=durability_for(timing) if durable_writes else None,
         )
 
     def for_worker(self, worker: str) -> LeaseBackend:
@@ -442,33 +462,16 @@ class RedisLeases(LeaseProvider):
         await self.client.aclose()
 
 
-#: Connections per process, shared by every worker's lease (``RedisLeases`` sends at most
-#: this many pipelines at once and queues the rest). 1,000 workers at 1 s make about 2,200
-#: calls a second, batched into far fewer pipelines: a few connections carry them.
-POOL_MAX_CONNECTIONS = 8
+#: Replicas that must acknowledge a durable write.
+DURABLE_REPLICAS = 1
 
 
-def connect(url: str, *, password: str | None, timing: LeaseTiming) -> Redis:
-    """A client whose every network setting is chosen here, not left to redis-py's defaults."""
-    op_timeout = timing.op_timeout_seconds
-    options: dict[str, object] = {
-        "socket_timeout": op_timeout,
-        "socket_connect_timeout": op_timeout,
-        "retry_on_timeout": False,
-        # One immediate retry on a dropped connection; every script is safe to repeat.
-        "retry": Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
-        "health_check_interval": max(1, round(timing.ttl_seconds)),
-        "client_name": "tickwork",
-        "protocol": 2,
-    }
-    if urlsplit(url).scheme != "unix":
-        options["socket_keepalive"] = True  # TCP only: a unix socket has no keepalive
-    if password:
-        options["password"] = password
-    # One more connection than pipelines: the subscription to lease releases.
-    pool = ConnectionPool.from_url(url, max_connections=POOL_MAX_CONNECTIONS + 1, **options)
-    return Redis.from_pool(pool)
+def durable_by_default(deployment: Deployment) -> bool:
+    """Durable writes are on by default where a failover is automatic and routine: Sentinel."""
+    return deployment is Deployment.SENTINEL
 
 
-# Re-exported for tests that simulate outages.
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+def durability_for(timing: LeaseTiming) -> Durability:
+    """``WAIT 1`` for at most half an operation's timeout, so the reply comes before the
+    socket gives up on it."""
+    return Durability(replicas=DURABLE_REPLICAS, timeout_ms=_ms(timing.op_timeout_seconds / 2))

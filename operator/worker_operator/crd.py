@@ -58,7 +58,7 @@ from worker_operator.schemas import (
     string_map,
 )
 from worker_runtime.durations import MAX_DURATION_SECONDS, format_duration
-from worker_runtime.redis_urls import SECRET_OPTION_PATTERN
+from worker_runtime.redis_urls import NETWORK_URL_PREFIXES, SECRET_OPTION_PATTERN
 from worker_runtime.rules import (
     MAX_LEASE_TTL_SECONDS,
     MAX_RENEW_FRACTION,
@@ -338,22 +338,26 @@ def _lease() -> Schema:
     )
 
 
+_REDIS_PREFIXES = ", ".join(NETWORK_URL_PREFIXES)
+
+
 def _redis() -> Schema:
     return obj(
         "Where the leases live. Exactly one of url and urlSecretRef. Without redis the worker "
         "uses an in-process lease, which is only safe with one replica.",
         {
             "url": string(
-                "A redis:// or rediss:// URL without a password (use urlSecretRef for one "
-                "with a password).",
+                f"A {_REDIS_PREFIXES} URL without a password (use urlSecretRef for one "
+                "with a password). Sentinel: redis+sentinel://HOST:PORT,…/SERVICE; "
+                "Cluster: redis+cluster://HOST:PORT,….",
                 max_length=2048,
                 rules=[
                     rule(
-                        "self.startsWith('redis://') || self.startsWith('rediss://')",
-                        message="redis.url must start with redis:// or rediss://",
+                        " || ".join(f"self.startsWith('{p}')" for p in NETWORK_URL_PREFIXES),
+                        message=f"redis.url must start with {_REDIS_PREFIXES}",
                     ),
                     rule(
-                        "!self.matches('^rediss?://[^/@]*:[^/@]*@') && "
+                        "!self.matches('^rediss?[+a-z]*://[^/@]*:[^/@]*@') && "
                         f"!self.matches('(?i)[?&][^=&#]*({SECRET_OPTION_PATTERN})')",
                         message="redis.url must not contain a password; put the URL in a "
                         "Secret and use redis.urlSecretRef",

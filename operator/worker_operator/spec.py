@@ -31,7 +31,7 @@ from worker_operator.pod_types import QUANTITY_PATTERN
 from worker_operator.quantities import quantity_value
 from worker_runtime.cron import CronExpression
 from worker_runtime.durations import parse_duration
-from worker_runtime.redis_urls import carries_password, check_redis_url
+from worker_runtime.redis_urls import NETWORK_URL_PREFIXES, carries_password, check_redis_url
 from worker_runtime.rules import check_jitter, check_lease, check_period, load_timezone
 
 __all__ = [
@@ -352,8 +352,8 @@ def _parse_redis(value: object) -> RedisSpec | None:
     if (url is None) == (url_secret is None):
         raise SpecError("spec.redis needs exactly one of url and urlSecretRef")
     if url is not None:
-        if not url.startswith(("redis://", "rediss://")):
-            raise SpecError("spec.redis.url must start with redis:// or rediss://")
+        if not url.startswith(NETWORK_URL_PREFIXES):
+            raise SpecError(f"spec.redis.url must start with {', '.join(NETWORK_URL_PREFIXES)}")
         if carries_password(url):
             raise SpecError(
                 "spec.redis.url must not contain a password; put the URL in a Secret and use "

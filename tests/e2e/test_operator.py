@@ -1636,7 +1636,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     (
         "redis-url-not-redis",
         _spec(redis={"url": "http://redis.example:6379"}),
-        "redis.url must start with redis:// or rediss://",
+        "redis.url must start with redis://, rediss://, redis+sentinel://",
     ),
     (
         "redis-url-with-password",

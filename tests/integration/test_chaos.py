@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.chaos import Execution, Fault, check
+from tests.support.chaos import Fault, check, executions_from
 from tests.support.processes import RedisServer, read_events, start_tickwork, stop, wait_until
 from worker_runtime.keys import WorkerKeys
 
@@ -136,21 +136,7 @@ def test_chaos_no_overlap_no_slot_twice_and_misses_only_inside_failover_windows(
         server.stop()
     assert not hung, f"replicas {hung} did not exit within 30 s of SIGTERM"
 
-    events = read_events(log)
-    ends = {(e["replica"], e["slot"]): e for e in events if e["event"] == "end"}
-    executions = [
-        Execution(
-            slot=float(e["slot"]),
-            replica=str(e["replica"]),
-            token=int(e["token"]),
-            start=float(e["time"]),
-            end=float(ends[(e["replica"], e["slot"])]["time"])
-            if (e["replica"], e["slot"]) in ends
-            else None,
-        )
-        for e in events
-        if e["event"] == "start"
-    ]
+    executions = executions_from(read_events(log))
     for kind, victim, at in pending:
         later = [x.start for x in executions if x.start > at and x.replica != victim]
         if later:

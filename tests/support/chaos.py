@@ -115,3 +115,24 @@ def check(
             continue
         verdict.unexplained_misses.append(slot)
     return verdict
+
+
+def executions_from(
+    events: list[dict[str, object]], *, worker: str | None = None
+) -> list[Execution]:
+    """The runs in a test worker's event log (``start``/``end`` lines), of one worker or all."""
+    mine = [e for e in events if worker is None or e.get("worker") == worker]
+    ends = {(e["replica"], e["slot"]): e for e in mine if e["event"] == "end"}
+    return [
+        Execution(
+            slot=float(str(e["slot"])),
+            replica=str(e["replica"]),
+            token=int(str(e["token"])),
+            start=float(str(e["time"])),
+            end=float(str(ends[(e["replica"], e["slot"])]["time"]))
+            if (e["replica"], e["slot"]) in ends
+            else None,
+        )
+        for e in mine
+        if e["event"] == "start"
+    ]

@@ -128,6 +128,7 @@ class RedisServer:
         tls: bool = False,
         unix_socket: bool = False,
         appendfsync: str = "always",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -139,6 +140,7 @@ class RedisServer:
         self.tls = tls
         self.unix_socket = unix_socket
         self.appendfsync = appendfsync
+        self.extra_args = extra_args  # e.g. --replicaof, --cluster-enabled
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -229,6 +231,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         if self.unix_socket:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         if self.tls:

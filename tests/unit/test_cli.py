@@ -132,6 +132,41 @@ W = "tests.workers.sample:Ticker"
         (["run", W], {"TICKWORK_PERIOD": "yesterday"}, "period 'yesterday' is not a duration"),
         (["run", W], {"TICKWORK_METRICS_PORT": "http"}, "metrics port 'http'"),
         (["status"], {}, "needs --redis-url or TICKWORK_REDIS_URL"),
+        (
+            ["run", W, "--redis-url", "redis+sentinel://s1:26379,s2:26379"],
+            {},
+            "needs the name the sentinels know the primary by",
+        ),
+        (
+            ["run", W, "--redis-url", "redis+cluster://n1:7000,n2:7000/3"],
+            {},
+            "Redis Cluster has only database 0, not 3",
+        ),
+        (
+            ["run", W, "--redis-url", "redis+cluster://n1:7000,,n2:7000"],
+            {},
+            "'' is not host[:port] (hosts are separated by commas)",
+        ),
+        (
+            ["run", W, "--redis-url", "redis+sentinel://s1:99999/mymaster"],
+            {},
+            "the port of 's1:99999' is not from 1 to 65535",
+        ),
+        (
+            ["run", W, "--redis-url", "redis+sentinel://s1/mymaster?ssl_ca_certs=/ca.crt"],
+            {},
+            "(TLS options need rediss+sentinel://)",
+        ),
+        (
+            ["run", W, "--redis-url", "redis://h/0", "--redis-durable-writes", "maybe"],
+            {},
+            "--redis-durable-writes: --redis-durable-writes 'maybe' is not a boolean",
+        ),
+        (
+            ["run", W],
+            {"TICKWORK_REDIS_DURABLE_WRITES": "true"},
+            "TICKWORK_REDIS_DURABLE_WRITES needs --redis-url",
+        ),
     ],
 )
 def test_a_bad_command_line_prints_one_line_naming_the_value_and_exits_2(
