@@ -20,10 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.processes import RedisServer
 from worker_runtime.leases import SlotClaim
 from worker_runtime.leasing import LeaseTiming
+from worker_runtime.outcomes import ClaimResult
 from worker_runtime.redis_leases import RedisLeases
 
 ROUNDS = 2000
 REPEATS = 7
+FSYNC_MODES = ("everysec", "always")
 
 
 async def _time(op: object, rounds: int) -> float:
@@ -43,7 +45,8 @@ async def main(url: str) -> None:
     async def claim() -> None:
         slot[0] += 1
         claim = SlotClaim(slot=slot[0], anchor=0.0, token=token, replica_id="r", started_at=slot[0])
-        await lease.claim_slot("owner", claim)
+        result = await lease.claim("owner", claim)
+        assert result is ClaimResult.CLAIMED, result
 
     ops = {
         "PING (peer)": leases.client.ping,
@@ -66,8 +69,8 @@ async def main(url: str) -> None:
         print(f"{name:<28} {med:>10.1f} {min(samples):>8.1f} {med / ping:>7.2f}x")
 
 
-if __name__ == "__main__":
-    for fsync in ("everysec", "always"):
+def run() -> None:
+    for fsync in FSYNC_MODES:
         print(f"\nredis-server with appendonly yes, appendfsync {fsync}")
         with tempfile.TemporaryDirectory() as tmp:
             server = RedisServer(Path(tmp) / "redis", appendfsync=fsync)
@@ -76,3 +79,7 @@ if __name__ == "__main__":
                 asyncio.run(main(server.url))
             finally:
                 server.stop()
+
+
+if __name__ == "__main__":
+    run()

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_cron.py"
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_cron", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_cron"] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.support.benches import load_bench
 
 
 def test_the_cron_bench_agrees_with_cronsim_and_prints_median_and_worst_case(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert _bench().main(["--quick"]) == 0
+    assert load_bench("bench_cron", monkeypatch).main(["--quick"]) == 0
     out = capsys.readouterr().out
     for title in ("next fire time after an arbitrary instant", "successive fire times"):
         assert f"-- {title}" in out
