@@ -62,7 +62,8 @@ if pending then
   return {2, pending}
 end
 local t = redis.call('TIME')
-redis.call('HSET', KEYS[2], 'id', ARGV[1], 'requested_at', t[1] .. '.' .. t[2])
+redis.call('HSET', KEYS[2], 'id', ARGV[1], 'requested_at',
+  string.format('%d.%06d', tonumber(t[1]), tonumber(t[2])))
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return {1, ARGV[1]}
 """
@@ -87,12 +88,14 @@ if last and last >= slot then
   slot = last + 0.001
 end
 local text = string.format('%.6f', slot)
+local requested = redis.call('HGET', KEYS[4], 'requested_at') or ''
 redis.call('DEL', KEYS[4])
 redis.call('HSETNX', KEYS[2], 'anchor', ARGV[2])
 redis.call('HSET', KEYS[2], 'last_slot', text, 'last_token', ARGV[3])
 redis.call('HSET', KEYS[3], 'slot', text, 'started_at', text, 'ended_at', '',
   'outcome', 'running', 'replica_id', ARGV[4], 'fencing_token', ARGV[3],
-  'triggered_slot', text, 'trigger_id', id, 'triggered_outcome', '')
+  'triggered_slot', text, 'trigger_id', id, 'trigger_requested_at', requested,
+  'triggered_outcome', '')
 return {text, id}
 """
 
