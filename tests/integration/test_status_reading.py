@@ -181,6 +181,8 @@ async def test_the_reconciler_copies_a_ready_pod_s_document_into_status_and_refr
     try:
         await reconciler.reconcile(body, trigger="create")
         await reconciler.on_deployment_event("MODIFIED", api.roll_out(*key))
+        clock.now += 0.3  # the rollout's status settles, then its reconcile runs
+        await reconciler.run_due()
 
         async def status_with_a_success() -> dict[str, object]:
             for _ in range(100):
