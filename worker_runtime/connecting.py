@@ -101,7 +101,9 @@ class SentinelRedis(Redis):
         pool = self.connection_pool
         await super().aclose(close_connection_pool)
         if isinstance(pool, SentinelConnectionPool):
-            await pool.sentinel_manager.aclose()
+            # Each sentinel's client (redis-py's own Sentinel.aclose is newer than 5.0.1).
+            for sentinel in pool.sentinel_manager.sentinels:
+                await sentinel.aclose()
 
 
 def connect(url: str, *, password: str | None, timing: LeaseTiming) -> Client:

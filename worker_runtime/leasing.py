@@ -249,13 +249,16 @@ class LeaseKeeper:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the backend is unreachable or failed
-                delay = self._failed("renewal" if term else "acquisition", exc, retry=True)
                 if term is not None:
                     # Retry the renewal soon, but never sleep past the term's deadline.
-                    next_renew_at = loop.time() + min(delay, self.timing.renew / 4)
+                    delay = self._failed("renewal", exc, retry=True, cap=self.timing.renew / 4)
+                    next_renew_at = loop.time() + delay
                     self.check(term)
                 else:
-                    await self._sleep(delay)
+                    # No longer than a follower's poll, so the worker resumes within about
+                    # one period once Redis answers again (a failover's new primary).
+                    cap = self.timing.poll(self._interval_hint)
+                    await self._sleep(self._failed("acquisition", exc, retry=True, cap=cap))
 
     async def stop(self) -> None:
         """Stop keeping the lease and release it if held (compare-and-delete).
@@ -406,11 +409,16 @@ class LeaseKeeper:
         self._healthy = True
         self._failures = 0
 
-    def _failed(self, op: str, exc: BaseException, *, retry: bool) -> float:
-        """Count a failure in a row; the backoff before the next attempt."""
+    def _failed(
+        self, op: str, exc: BaseException, *, retry: bool, cap: float | None = None
+    ) -> float:
+        """Count a failure in a row; the backoff before the next attempt (at most ``cap``)."""
         self._healthy = False
         self._failures += 1
-        delay = self._retry_in = self._backoff(self._failures)
+        delay = self._backoff(self._failures)
+        if cap is not None:
+            delay = min(delay, cap)
+        self._retry_in = delay
         self._errors.warn(op, self.backend.worker, exc, delay if retry else None)
         return delay
 
