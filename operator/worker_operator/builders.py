@@ -162,6 +162,10 @@ def container_env(worker: WorkerSpec) -> list[dict[str, Any]]:
                     "TICKWORK_REDIS_PASSWORD", redis.password_secret.name, redis.password_secret.key
                 )
             )
+        if redis.durable_writes is not None:
+            env.append(
+                _env("TICKWORK_REDIS_DURABLE_WRITES", "true" if redis.durable_writes else "false")
+            )
     env.append(_env("TICKWORK_LEASE_TTL", worker.lease.ttl))
     if worker.lease.renew_interval is not None:
         env.append(_env("TICKWORK_LEASE_RENEW_INTERVAL", worker.lease.renew_interval))

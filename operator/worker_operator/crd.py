@@ -376,6 +376,11 @@ def _redis() -> Schema:
                 what="Redis password",
                 default_key=DEFAULTS.redis_password_key,
             ),
+            "durableWrites": boolean(
+                "Wait for a replica's acknowledgement (WAIT 1) of each lease acquisition and "
+                "slot claim before the work runs; a write no replica acknowledged runs "
+                "nothing. Unset: on with a redis+sentinel:// URL, off otherwise."
+            ),
         },
         rules=[
             rule(

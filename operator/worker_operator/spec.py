@@ -91,6 +91,8 @@ class RedisSpec:
     url: str | None = field(default=None, repr=False)
     url_secret: SecretKeyRef | None = None
     password_secret: SecretKeyRef | None = None
+    #: ``None``: the runtime's default (on with Sentinel).
+    durable_writes: bool | None = None
 
     def secret_refs(self) -> tuple[tuple[str, SecretKeyRef], ...]:
         """``(spec path, reference)`` for every Secret the pods read."""
@@ -363,7 +365,12 @@ def _parse_redis(value: object) -> RedisSpec | None:
     password = _secret_ref(
         data.get("passwordSecretRef"), f"{path}.passwordSecretRef", DEFAULTS.redis_password_key
     )
-    return RedisSpec(url=url, url_secret=url_secret, password_secret=password)
+    durable = data.get("durableWrites")
+    if durable is not None and not isinstance(durable, bool):
+        raise SpecError(f"{path}.durableWrites must be true or false, not {durable!r}")
+    return RedisSpec(
+        url=url, url_secret=url_secret, password_secret=password, durable_writes=durable
+    )
 
 
 def parse_worker(body: Mapping[str, Any]) -> WorkerSpec:

@@ -404,3 +404,16 @@ def test_the_disruption_budget_can_be_widened_or_turned_off() -> None:
 
     assert build_disruption_budget(wider)["spec"]["maxUnavailable"] == 2
     assert build_disruption_budget(off)["spec"]["maxUnavailable"] == "100%"
+
+
+@pytest.mark.parametrize(("durable", "expected"), [(True, "true"), (False, "false")])
+def test_durable_writes_set_in_the_spec_reach_the_runtime(durable: bool, expected: str) -> None:
+    redis = {"url": "redis+sentinel://s1:26379,s2:26379/main", "durableWrites": durable}
+
+    assert env_of(deployment_for(redis=redis))["TICKWORK_REDIS_DURABLE_WRITES"] == expected
+
+
+def test_unset_durable_writes_leave_the_runtime_its_default() -> None:
+    env = env_of(deployment_for(redis={"url": "redis+sentinel://s1:26379/main"}))
+
+    assert "TICKWORK_REDIS_DURABLE_WRITES" not in env  # on with Sentinel, off otherwise
