@@ -36,8 +36,17 @@ lint: venv hadolint ## hadolint, ruff, mypy --strict, import-linter
 test-unit: venv ## unit tests only (no servers)
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
-test: lint test-deps ## lint, then every test (unit, integration, e2e)
-	$(BIN)/pytest -q -ra $(PYTEST_ARGS)
+# The e2e tests (the local cluster) and the others (each with its own Redis, Prometheus and
+# processes on free ports) share nothing, so they run side by side; the e2e report follows.
+# Exit code 5 (no test matched PYTEST_ARGS' -k in one stream) is not a failure.
+test: lint test-deps ## lint, then every test (unit and integration beside e2e)
+	@log="$$(mktemp)"; e2e=""; trap 'test -n "$$e2e" && kill "$$e2e" 2>/dev/null; rm -f "$$log"' EXIT; \
+	$(BIN)/pytest -q -ra -p no:cacheprovider tests/e2e $(PYTEST_ARGS) >"$$log" 2>&1 & e2e=$$!; \
+	rc=0; $(BIN)/pytest -q -ra tests/unit tests/integration $(PYTEST_ARGS) || rc=$$?; \
+	e2e_rc=0; wait "$$e2e" || e2e_rc=$$?; e2e=""; \
+	echo "== tests/e2e (ran alongside)"; cat "$$log"; \
+	test "$$rc" -eq 5 && rc=0; test "$$e2e_rc" -eq 5 && e2e_rc=0; \
+	test "$$rc" -eq 0 && test "$$e2e_rc" -eq 0
 
 # `make demo` says first how long it takes, then builds (or reuses) what it needs.
 demo-intro:
