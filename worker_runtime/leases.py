@@ -25,13 +25,16 @@ __all__ = ["InProcessLeases", "LeaseBackend", "LeaseProvider", "RunRecord", "Slo
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SlotClaim:
-    """A holder's claim on one slot, made just before it runs the slot."""
+    """A holder's claim on one slot, made just before it runs the slot (or ``lead_seconds``
+    before: an early claim, see ``LeaseBackend.early_claims``)."""
 
     slot: float
     anchor: float  # rate mode's grid origin, recorded by the first claim
     token: int
     replica_id: str
-    started_at: float
+    started_at: float  # when the run starts (for an early claim: is planned to start)
+    #: How long before ``started_at`` the claim is made; 0: at the start itself.
+    lead_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +59,10 @@ class LeaseBackend(ABC):
     worker: str
     #: Called when a renewal reports a pending ``tickwork trigger`` (triggering.py).
     on_trigger: Callable[[], None] | None = None
+    #: True when a claim costs a round trip worth taking off the critical path: the holder
+    #: then claims each slot a little before it (``SlotClaim.lead_seconds``) and gives back
+    #: with ``unclaim`` a slot it claimed but did not start (shutdown, lease lost).
+    early_claims: bool = False
 
     @abstractmethod
     async def acquire(self, owner: str, ttl_seconds: float) -> int | None:
@@ -108,6 +115,14 @@ class LeaseBackend(ABC):
         if type(self).claim is LeaseBackend.claim:
             raise NotImplementedError(f"{type(self).__name__} implements neither claim method")
         return await self.claim(owner, claim) is ClaimResult.CLAIMED
+
+    async def unclaim(self, claim: SlotClaim) -> bool:
+        """Undo an early ``claim`` whose slot was not started: the schedule state and the
+        run's status go back to what they were before it. Fenced by the claim's slot and
+        fencing token, not by the lease: it acts only while that claim is the last one (a
+        newer holder's claim stays), so it is safe after the lease was lost. True when
+        undone. Only called on backends with ``early_claims``."""
+        return False
 
     @abstractmethod
     async def record_run(self, owner: str, record: RunRecord) -> bool:

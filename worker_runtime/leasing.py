@@ -44,6 +44,13 @@ _DRIFT_FLOOR_SECONDS = 0.002
 _EXPIRY_MARGIN_SECONDS = 0.002
 # Backend failures are logged at most once per operation in this many seconds, per process.
 _ERROR_LOG_INTERVAL_SECONDS = 5.0
+# Early claims (``LeaseKeeper.claim_lead``): a slot is claimed this many recent claim round
+# trips before it starts, at least the floor, at most the ceiling and a quarter of the period.
+_EARLY_CLAIM_ROUND_TRIPS = 4.0
+_EARLY_CLAIM_FLOOR_SECONDS = 0.005
+_EARLY_CLAIM_CEILING_SECONDS = 0.25
+# The weight of the newest claim round trip in the running average.
+_ROUND_TRIP_WEIGHT = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +187,8 @@ class LeaseKeeper:
         self._healthy = True
         self._failures = 0
         self._retry_in = 0.0
+        #: A running average of how long a claim took (loop seconds), for ``claim_lead``.
+        self._claim_round_trip = 0.0
 
     @property
     def term(self) -> Term | None:
@@ -316,6 +325,39 @@ class LeaseKeeper:
             return state
         return None
 
+    def claim_lead(self, term: Term, *, interval: float, starts_in: float) -> float:
+        """How long before its start to claim a slot that starts ``starts_in`` seconds from
+        now: 0 (claim at the start) unless the backend takes early claims and the term
+        surely lasts past the start; else a few recent claim round trips, so that the
+        claim's round trip is not part of the run's lateness."""
+        if not self.backend.early_claims:
+            return 0.0
+        lead = min(
+            max(_EARLY_CLAIM_FLOOR_SECONDS, _EARLY_CLAIM_ROUND_TRIPS * self._claim_round_trip),
+            _EARLY_CLAIM_CEILING_SECONDS,
+            interval / 4,
+        )
+        # The term must outlive the start by an operation's timeout: a claim made while the
+        # lease may run out before the slot could leave a claimed slot that nobody runs.
+        left = term.deadline - asyncio.get_running_loop().time()
+        if left < starts_in + self.timing.op_timeout_seconds:
+            return 0.0
+        return lead
+
+    async def unclaim(self, claim: SlotClaim) -> bool:
+        """Give back an early claim whose slot was not started (one attempt, bounded by an
+        operation's timeout); False when it could not be undone."""
+        try:
+            undone = await self._call(
+                "unclaim", lambda: self.backend.unclaim(claim), self.timing.op_timeout_seconds
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed("unclaim", exc, retry=False)
+            return False
+        return undone
+
     async def claim(
         self, term: Term, claim: SlotClaim, *, give_up_at: float, abort: asyncio.Event
     ) -> ClaimResult:
@@ -327,6 +369,7 @@ class LeaseKeeper:
         while True:
             if not self.check(term):
                 return ClaimResult.NOT_HOLDER
+            sent_at = asyncio.get_running_loop().time()
             try:
                 result = await self._call(
                     "claim", lambda: self.backend.claim(self.owner, claim), self._budget(term)
@@ -346,6 +389,8 @@ class LeaseKeeper:
                     return ClaimResult.UNCONFIRMED
             else:
                 self._succeeded()
+                took = asyncio.get_running_loop().time() - sent_at
+                self._claim_round_trip += _ROUND_TRIP_WEIGHT * (took - self._claim_round_trip)
                 if result is ClaimResult.NOT_HOLDER:
                     self._maybe_holding = False
                     self._end_term(term, LeaseLoss.STOLEN)

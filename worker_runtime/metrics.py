@@ -26,7 +26,7 @@ OUTCOMES = tuple(str(o) for o in FINISHED_OUTCOMES)
 SKIP_REASONS = ("overlap", "misfire", "not_leader")
 LEASE_LOSS_REASONS = tuple(str(r) for r in LeaseLoss)
 #: Every call the lease keeper makes (its round trips are timed per operation).
-LEASE_OPERATIONS = ("acquire", "renew", "release", "claim", "record", "load")
+LEASE_OPERATIONS = ("acquire", "renew", "release", "claim", "unclaim", "record", "load")
 REDIS_OPERATIONS = (*LEASE_OPERATIONS, "ping")
 
 # Tick durations from a few milliseconds to an hour.

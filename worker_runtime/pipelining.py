@@ -30,6 +30,7 @@ from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
+from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -45,7 +46,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker_runtime.clocks import ServerClock
 
-__all__ = ["CommandBatcher", "Durability", "NotReplicated"]
+__all__ = ["CoalescedScript", "CommandBatcher", "Durability", "NotReplicated", "many_script"]
 
 Command = tuple[Any, ...]
 
@@ -88,6 +89,10 @@ class CommandBatcher:
         self._scripts: dict[str, str] = {}
         self._sending: set[asyncio.Task[None]] = set()
         self._slot_map_read = -SLOT_MAP_REFRESH_SECONDS
+
+    @property
+    def client(self) -> Redis | RedisCluster:
+        return self._client
 
     def script(self, text: str) -> str:
         """Register a Lua script; its SHA1, for ``evalsha``."""
@@ -320,3 +325,95 @@ class _DurableCommand(tuple[Any, ...]):
 
 def _replicas(reply: Any) -> str:
     return str(reply) if isinstance(reply, int) else "no"
+
+
+def many_script(body: str) -> str:
+    """Lua that runs ``body`` — a script written for one call's KEYS and ARGV that returns a
+    number — once for each of many calls: KEYS holds each call's keys in turn, ARGV[1] and
+    ARGV[2] the number of keys and of arguments of one call, then each call's arguments.
+    Returns the replies in order."""
+    return f"""local function one(KEYS, ARGV)
+{body.strip()}
+end
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local replies = {{}}
+for i = 0, #KEYS / nk - 1 do
+  local keys, args = {{}}, {{}}
+  for j = 1, nk do keys[j] = KEYS[i * nk + j] end
+  for j = 1, na do args[j] = ARGV[2 + i * na + j] end
+  replies[i + 1] = one(keys, args)
+end
+return replies
+"""
+
+
+class CoalescedScript:
+    """The calls of one script made in one event-loop turn, sent as one call of its
+    ``many_script`` — per hash slot in a Cluster (a script's keys must share one; the keys
+    of one call do), per durability, at most ``MAX_BATCH`` calls each. A thousand workers
+    whose slots fall together then cost Redis a handful of script calls, not a thousand,
+    and the client a handful of commands to pack and parse. Each caller gets its own reply,
+    or the error of the call it was part of; a caller that gave up before the turn ended
+    (its timeout) is left out."""
+
+    def __init__(self, batcher: CommandBatcher, body: str, *, keys: int, args: int) -> None:
+        self._batcher = batcher
+        self._sha = batcher.script(many_script(body))
+        self._keys = keys
+        self._args = args
+        self._cluster = isinstance(batcher.client, RedisCluster)
+        self._pending: list[tuple[Sequence[str], Sequence[Any], bool, asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def __call__(
+        self, *, keys: Sequence[str], args: Sequence[Any], durable: bool = False
+    ) -> Any:
+        if len(keys) != self._keys or len(args) != self._args:
+            raise ValueError(
+                f"the script takes {self._keys} keys and {self._args} arguments, "
+                f"not {len(keys)} and {len(args)}"
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((keys, args, durable, future))
+        return await future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        groups: dict[tuple[int, bool], list[tuple[Sequence[str], Sequence[Any], Any]]] = {}
+        for keys, args, durable, future in pending:
+            if not future.done():
+                slot = key_slot(keys[0].encode()) if self._cluster else 0
+                groups.setdefault((slot, durable), []).append((keys, args, future))
+        for (_, durable), calls in groups.items():
+            for start in range(0, len(calls), MAX_BATCH):
+                task = asyncio.get_running_loop().create_task(
+                    self._send(calls[start : start + MAX_BATCH], durable=durable)
+                )
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _send(
+        self, calls: list[tuple[Sequence[str], Sequence[Any], Any]], *, durable: bool
+    ) -> None:
+        try:
+            replies = await self._batcher.evalsha(
+                self._sha,
+                [key for keys, _, _ in calls for key in keys],
+                [self._keys, self._args, *(arg for _, args, _ in calls for arg in args)],
+                durable=durable,
+            )
+        except Exception as exc:
+            for _, _, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), reply in zip(calls, replies, strict=True):
+            if not future.done():
+                future.set_result(reply)
+
+    async def aclose(self) -> None:
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)

@@ -15,6 +15,7 @@ before anything else is printed:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -216,10 +217,21 @@ async def _serve(settings: RuntimeSettings) -> int:
                 replica_id=settings.replica_id,
             )
         )
+        _freeze_startup_objects()
         return await _until_signalled(manager, lag)
     finally:
         if server is not None:
             await server.close()
+
+
+def _freeze_startup_objects() -> None:
+    """Move every object made so far (modules, workers, their runners, services) out of the
+    garbage collector's sight. They live as long as the process, yet each full collection
+    would walk them all: with 1,000 workers that was ~60 ms with the event loop stopped,
+    several times a minute — late ticks. Objects made later (per tick) are collected as
+    usual."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _until_signalled(manager: WorkerManager, lag: LoopLagMonitor) -> int:

@@ -32,7 +32,7 @@ from worker_runtime.leases import LeaseBackend, LeaseProvider, RunRecord, SlotCl
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.metrics import Metrics
 from worker_runtime.outcomes import ClaimResult
-from worker_runtime.pipelining import MAX_BATCH, CommandBatcher, Durability
+from worker_runtime.pipelining import CoalescedScript, CommandBatcher, Durability
 from worker_runtime.redis_urls import Deployment, check_redis_url, parse_redis_url, redact_url
 from worker_runtime.scheduling import ScheduleState
 
@@ -66,23 +66,17 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return token
 """
 
-# KEYS[2i-1] lease hash and KEYS[2i] trigger hash (triggering.py) of worker i, for n workers
-# ARGV[1] TTL in milliseconds, ARGV[2..n+1] the owner of each lease, in the order of KEYS
-# Renews many leases in one call (a process's keepers renew together): an array with, for
-# each worker, 1 when renewed, 2 when renewed and a `tickwork trigger` is pending, and 0
-# when that owner does not hold it.
-_RENEW_MANY = """
-local renewed = {}
-for i = 1, #KEYS, 2 do
-  local n = (i + 1) / 2
-  if redis.call('HGET', KEYS[i], 'owner') == ARGV[n + 1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[1])
-    renewed[n] = 1 + redis.call('EXISTS', KEYS[i + 1])
-  else
-    renewed[n] = 0
-  end
+# KEYS[1] lease hash, KEYS[2] trigger hash (triggering.py)
+# ARGV[1] owner, ARGV[2] TTL in milliseconds
+# Returns 1 when renewed, 2 when renewed and a `tickwork trigger` is pending, 0 when that
+# owner does not hold the lease. (A process's keepers renew together, on one grid: their
+# renewals go out as one call, see CoalescedScript.)
+_RENEW = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1 + redis.call('EXISTS', KEYS[2])
 end
-return renewed
+return 0
 """
 
 # KEYS[1] lease hash
@@ -100,13 +94,14 @@ return 0
 
 # KEYS[1] lease hash, KEYS[2] schedule hash, KEYS[3] status hash
 # ARGV[1] owner, ARGV[2] slot, ARGV[3] anchor, ARGV[4] fencing token, ARGV[5] replica id,
-# ARGV[6] started_at, ARGV[7] clock tolerance in seconds
+# ARGV[6] started_at, ARGV[7] clock tolerance in seconds, ARGV[8] '1' for an early claim
 # Returns 1 when the slot is claimed, 0 when the caller does not hold the lease, -1 when the
 # slot is not newer than the last one claimed (never run a slot twice), -2 when the slot lies
 # more than the tolerance ahead of the server's clock (it was planned on a wrong clock). The
 # same claim sent again (the same slot with the same fencing token, after a lost reply)
 # returns 1. A last slot recorded ahead of the server's clock (by a replica whose clock was
-# ahead) does not block newer claims: it is replaced.
+# ahead) does not block newer claims: it is replaced. An early claim keeps what it replaced
+# in the schedule hash's `undo` field, for _UNCLAIM.
 _CLAIM = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
   return 0
@@ -126,10 +121,46 @@ if last and tonumber(last) >= slot then
     return -1
   end
 end
+if ARGV[8] == '1' then
+  redis.call('HSET', KEYS[2], 'undo', cjson.encode({
+    slot = ARGV[2], token = ARGV[4], last_slot = last or '',
+    last_token = redis.call('HGET', KEYS[2], 'last_token') or '',
+    status = redis.call('HGETALL', KEYS[3])}))
+end
 redis.call('HSETNX', KEYS[2], 'anchor', ARGV[3])
 redis.call('HSET', KEYS[2], 'last_slot', ARGV[2], 'last_token', ARGV[4])
 redis.call('HSET', KEYS[3], 'slot', ARGV[2], 'started_at', ARGV[6], 'ended_at', '',
   'outcome', 'running', 'replica_id', ARGV[5], 'fencing_token', ARGV[4])
+return 1
+"""
+
+# KEYS[1] schedule hash, KEYS[2] status hash
+# ARGV[1] slot, ARGV[2] fencing token (of an early claim whose slot was not started)
+# Puts back the schedule state and status that the early claim replaced, if that claim is
+# still the last one: returns 1 when undone, 0 otherwise (a newer claim, or nothing to undo).
+_UNCLAIM = """
+if redis.call('HGET', KEYS[1], 'last_slot') ~= ARGV[1]
+    or redis.call('HGET', KEYS[1], 'last_token') ~= ARGV[2] then
+  return 0
+end
+local raw = redis.call('HGET', KEYS[1], 'undo')
+if not raw then
+  return 0
+end
+local undo = cjson.decode(raw)
+if undo.slot ~= ARGV[1] or undo.token ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', KEYS[1], 'undo')
+if undo.last_slot == '' then
+  redis.call('HDEL', KEYS[1], 'last_slot', 'last_token')
+else
+  redis.call('HSET', KEYS[1], 'last_slot', undo.last_slot, 'last_token', undo.last_token)
+end
+redis.call('DEL', KEYS[2])
+if #undo.status > 0 then
+  redis.call('HSET', KEYS[2], unpack(undo.status))
+end
 return 1
 """
 
@@ -170,6 +201,8 @@ def _float(value: bytes | str | None) -> float | None:
 
 
 class _RedisLease(LeaseBackend):
+    early_claims = True  # a claim is a round trip: made before the slot, not at it
+
     def __init__(self, provider: RedisLeases, worker: str) -> None:
         self.worker = worker
         self._p = provider
@@ -194,8 +227,8 @@ class _RedisLease(LeaseBackend):
         return self._p.releases.signal(self.worker)
 
     async def renew(self, owner: str, ttl_seconds: float) -> bool:
-        result = await self._p.renewals.renew(
-            self._keys.lease, self._keys.trigger, owner, _ms(ttl_seconds)
+        result = await self._p.renew_script(
+            keys=[self._keys.lease, self._keys.trigger], args=[owner, _ms(ttl_seconds)]
         )
         # --- tickwork trigger hook (triggering.py): the renewal also says one is pending.
         if result == 2 and self.on_trigger is not None:
@@ -218,6 +251,7 @@ class _RedisLease(LeaseBackend):
         )
 
     async def claim(self, owner: str, claim: SlotClaim) -> ClaimResult:
+        early = claim.lead_seconds > 0
         result = await self._p.claim_script(
             keys=[self._keys.lease, self._keys.schedule, self._keys.status],
             args=[
@@ -227,11 +261,19 @@ class _RedisLease(LeaseBackend):
                 claim.token,
                 claim.replica_id,
                 repr(claim.started_at),
-                CLOCK_TOLERANCE_SECONDS,
+                # An early claim's slot lies ahead of now by its lead, on a right clock too.
+                repr(CLOCK_TOLERANCE_SECONDS + max(0.0, claim.lead_seconds)),
+                "1" if early else "0",
             ],
             durable=True,
         )
         return _CLAIM_RESULTS[int(result)]
+
+    async def unclaim(self, claim: SlotClaim) -> bool:
+        result = await self._p.unclaim_script(
+            keys=[self._keys.schedule, self._keys.status], args=[repr(claim.slot), claim.token]
+        )
+        return bool(result)
 
     async def record_run(self, owner: str, record: RunRecord) -> bool:
         ended = record.ended_at if record.ended_at is not None else record.started_at
@@ -251,65 +293,6 @@ class _RedisLease(LeaseBackend):
 
     async def ping(self) -> None:
         await self._p.ping()
-
-
-class _Renewals:
-    """The renewals asked for in one event-loop turn, sent as one ``_RENEW_MANY`` call per
-    TTL (and, in Redis Cluster, per hash slot: a script's keys must share one), at most
-    ``MAX_BATCH`` leases each. A process's keepers renew on one shared grid
-    (``LeaseKeeper``), so a thousand leases cost a handful of calls per renew interval."""
-
-    def __init__(self, provider: RedisLeases) -> None:
-        self._p = provider
-        self._sha = provider.batch.script(_RENEW_MANY)
-        self._pending: list[tuple[tuple[str, str], str, int, asyncio.Future[int]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
-
-    async def renew(self, lease: str, trigger: str, owner: str, ttl_ms: int) -> int:
-        """The script's answer for this lease: 0 not held, 1 renewed, 2 and a trigger."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append(((lease, trigger), owner, ttl_ms, future))
-        return await future
-
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        groups: dict[tuple[int, int], list[tuple[tuple[str, str], str, asyncio.Future[int]]]] = {}
-        for keys, owner, ttl_ms, future in pending:
-            if not future.done():  # its caller gave up (timeout) before the turn ended
-                group = (ttl_ms, self._p.slot_of(keys[0]))  # both keys share the hash tag
-                groups.setdefault(group, []).append((keys, owner, future))
-        for (ttl_ms, _), leases in groups.items():
-            for start in range(0, len(leases), MAX_BATCH):
-                task = asyncio.get_running_loop().create_task(
-                    self._send(ttl_ms, leases[start : start + MAX_BATCH])
-                )
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
-
-    async def _send(
-        self, ttl_ms: int, leases: list[tuple[tuple[str, str], str, asyncio.Future[int]]]
-    ) -> None:
-        try:
-            replies = await self._p.batch.evalsha(
-                self._sha,
-                [key for keys, _, _ in leases for key in keys],
-                [ttl_ms, *(o for _, o, _ in leases)],
-            )
-        except Exception as exc:
-            for _, _, future in leases:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, _, future), reply in zip(leases, replies, strict=True):
-            if not future.done():
-                future.set_result(int(reply))
-
-    async def aclose(self) -> None:
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
 
 
 class _ReleaseListener:
@@ -402,22 +385,29 @@ class RedisLeases(LeaseProvider):
         self.batch = CommandBatcher(
             client, max_pipelines=POOL_MAX_CONNECTIONS, clock=self.clock, durability=durability
         )
-        self.acquire_script = self._script(_ACQUIRE)
-        self.release_script = self._script(_RELEASE)
-        self.claim_script = self._script(_CLAIM)
-        self.record_script = self._script(_RECORD)
-        self.renewals = _Renewals(self)
+        # Each worker's calls of one turn go out together (CoalescedScript): a process's
+        # renewals share a grid, and its workers' slots often fall on the same instant.
+        self._scripts = [
+            CoalescedScript(self.batch, body, keys=keys, args=args)
+            for body, keys, args in (
+                (_ACQUIRE, 2, 2),
+                (_RENEW, 2, 2),
+                (_RELEASE, 1, 3),
+                (_CLAIM, 3, 8),
+                (_UNCLAIM, 2, 2),
+                (_RECORD, 3, 7),
+            )
+        ]
+        scripts: list[Callable[..., Awaitable[Any]]] = list(self._scripts)
+        (
+            self.acquire_script,
+            self.renew_script,
+            self.release_script,
+            self.claim_script,
+            self.unclaim_script,
+            self.record_script,
+        ) = scripts
         self.releases = _ReleaseListener(client)
-
-    def _script(self, text: str) -> Callable[..., Awaitable[Any]]:
-        sha = self.batch.script(text)
-
-        async def call(
-            *, keys: list[str], args: list[str | int | float], durable: bool = False
-        ) -> Any:
-            return await self.batch.evalsha(sha, keys, args, durable=durable)
-
-        return call
 
     @classmethod
     def from_url(
@@ -457,7 +447,8 @@ class RedisLeases(LeaseProvider):
 
     async def aclose(self) -> None:
         await self.releases.aclose()
-        await self.renewals.aclose()
+        for script in self._scripts:
+            await script.aclose()
         await self.batch.aclose()
         await self.client.aclose()
 

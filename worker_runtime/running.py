@@ -45,6 +45,11 @@ class Shutdown:
         deadline = loop.time() + grace
         self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
         self.requested.set()
+        self._wake_all()
+        # Once more when the grace runs out: the runners then cancel their ticks in flight.
+        loop.call_at(self.deadline, self._wake_all)
+
+    def _wake_all(self) -> None:
         for event in self.watchers:
             event.set()
 
@@ -154,7 +159,13 @@ class WorkerRunner:
                 else 0.0
             )
             self._wm.next_scheduled.set(plan.slot)
-            delay = plan.slot + jitter - self._clock()
+            due = plan.slot + jitter
+            # Claimed a little before its start (the claim's round trip then adds nothing to
+            # the run's lateness), on backends where a claim is a round trip.
+            lead = self._keeper.claim_lead(
+                term, interval=self.schedule.interval_seconds, starts_in=due - self._clock()
+            )
+            delay = due - lead - self._clock()
             # The keeper ends the term at its deadline if no renewal is confirmed by then.
             triggered = self._manual is not None and self._manual.pending
             if delay > 0 and not triggered and await self._nap(term, delay):
@@ -167,19 +178,23 @@ class WorkerRunner:
                 if ran is not None:
                     state, resumed = ran, False
                 continue
-            if plan.slot + jitter - self._clock() > CLOCK_TOLERANCE_SECONDS:
+            now = self._clock()
+            if due - lead - now > CLOCK_TOLERANCE_SECONDS:
                 continue  # woken early (by a trigger that was taken up meanwhile): not due
-            started_at = self._clock()
+            lead = max(0.0, min(lead, due - now))
+            started_at = now + lead
+            claim = SlotClaim(
+                slot=plan.slot,
+                anchor=plan.anchor,
+                token=term.token,
+                replica_id=self._replica_id,
+                started_at=started_at,
+                lead_seconds=lead,
+            )
             result = await self._keeper.claim(
                 term,
-                SlotClaim(
-                    slot=plan.slot,
-                    anchor=plan.anchor,
-                    token=term.token,
-                    replica_id=self._replica_id,
-                    started_at=started_at,
-                ),
-                give_up_at=_now() + max(0.0, self._latest_start(plan.slot) - started_at),
+                claim,
+                give_up_at=_now() + max(0.0, self._latest_start(plan.slot) - now),
                 abort=stopping,
             )
             if result is ClaimResult.NOT_HOLDER:
@@ -226,9 +241,28 @@ class WorkerRunner:
                 resumed = True  # slots that passed meanwhile follow the misfire policy
                 continue
             state = ScheduleState(anchor=plan.anchor, last_slot=plan.slot, last_end=state.last_end)
-            ended_at = await self._run_tick(term, plan, jitter, started_at, tg)
+            ended_at = await self._run_tick(
+                term, plan, jitter, started_at, tg, early=claim if lead > 0 else None
+            )
+            if ended_at is None:
+                return  # claimed early, but the term ended or a shutdown began before the start
             state = ScheduleState(anchor=plan.anchor, last_slot=plan.slot, last_end=ended_at)
             resumed = False
+
+    async def _give_back(self, claim: SlotClaim) -> None:
+        """An early claim whose slot was not started (the term ended or a shutdown began
+        before it): undo it, so that the next holder's misfire policy decides about the
+        slot; if that fails, count the slot as missed."""
+        if await self._keeper.unclaim(claim):
+            return
+        self._wm.skipped[SkipReason.MISFIRE].inc()
+        log.warning(
+            "worker %r: slot %s was claimed early but not started (%s) and could not be "
+            "given back: it is not run",
+            self.worker.name,
+            _iso(claim.slot),
+            "shutting down" if self._shutdown.requested.is_set() else "the lease was lost",
+        )
 
     async def _run_manual(
         self, term: Term, plan: Plan, tg: asyncio.TaskGroup
@@ -296,14 +330,17 @@ class WorkerRunner:
         tg: asyncio.TaskGroup,
         *,
         manual: bool = False,
-    ) -> float:
-        """Run one claimed slot, supervised, and record it; when it ended (wall clock)."""
+        early: SlotClaim | None = None,
+    ) -> float | None:
+        """Run one claimed slot, supervised, and record it; when it ended (wall clock).
+
+        ``early``: the slot was claimed before its start (``started_at``). The tick is made
+        ready now and its task itself waits for the start, so that the work begins on time
+        however many workers start at that instant; ``None`` (nothing run, the claim given
+        back) if the term ends or a shutdown begins before then."""
         self._ticks += 1
         number = self._ticks
         name = self.worker.name
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        self._wm.in_progress.inc()
         container = svcs.Container(self._registry)
         ctx = TickContext(
             worker=name,
@@ -316,29 +353,59 @@ class WorkerRunner:
             ),
             services=container,
         )
+        start = _Start()
         task = tg.create_task(
-            self._execute(ctx, container, due=plan.slot + jitter), name=f"tick:{name}:{number}"
+            self._execute(
+                ctx,
+                container,
+                due=plan.slot + jitter,
+                start=start,
+                wait_until=started_at if early is not None else None,
+            ),
+            name=f"tick:{name}:{number}",
         )
-        try:
-            outcome = await self._supervise(task, term, ctx)
-        finally:
-            self._wm.in_progress.dec()
+        outcome = await self._supervise(task, term, ctx, start)
+        if outcome is None:
+            assert early is not None
+            self._ticks -= 1
+            await self._give_back(early)
+            return None
         ended_at = self._clock()
-        self._wm.tick_finished(outcome, duration=loop.time() - started, ended_at=ended_at)
+        loop = asyncio.get_running_loop()
+        duration = 0.0 if start.at is None else loop.time() - start.at
+        self._wm.tick_finished(outcome, duration=duration, ended_at=ended_at)
         await self._record(term, plan, started_at, ended_at, outcome)
         if manual and self._manual is not None:
             await self._manual.finished(outcome)
         return ended_at
 
-    async def _execute(self, ctx: TickContext, container: svcs.Container, *, due: float) -> Outcome:
+    async def _execute(
+        self,
+        ctx: TickContext,
+        container: svcs.Container,
+        *,
+        due: float,
+        start: _Start,
+        wait_until: float | None,
+    ) -> Outcome:
         timeout = self.schedule.timeout_seconds
         scope: asyncio.Timeout | None = None
         try:
-            async with asyncio.timeout(timeout) as scope:
-                # Lateness as the work feels it: read where do_work starts, after the claim
-                # and the task switch (nothing in between yields to the event loop).
-                self._wm.lateness.observe(max(0.0, self._clock() - due))
-                await self.worker.do_work(ctx)
+            if wait_until is not None:
+                await self._alarm.sleep_until(
+                    asyncio.get_running_loop().time() + (wait_until - self._clock()),
+                    asyncio.Event(),
+                )
+            start.at = asyncio.get_running_loop().time()
+            self._wm.in_progress.inc()
+            try:
+                async with asyncio.timeout(timeout) as scope:
+                    # Lateness as the work feels it: read where do_work starts, after the
+                    # claim and the task switch (nothing in between yields to the loop).
+                    self._wm.lateness.observe(max(0.0, self._clock() - due))
+                    await self.worker.do_work(ctx)
+            finally:
+                self._wm.in_progress.dec()
         except TimeoutError:
             if scope is not None and scope.expired():
                 ctx.logger.error(
@@ -369,9 +436,11 @@ class WorkerRunner:
                 ctx.logger.exception("closing the tick's services failed")
 
     async def _supervise(
-        self, task: asyncio.Task[Outcome], term: Term, ctx: TickContext
-    ) -> Outcome:
-        """Wait for the run; cancel it when the lease is lost or the shutdown grace runs out."""
+        self, task: asyncio.Task[Outcome], term: Term, ctx: TickContext, start: _Start
+    ) -> Outcome | None:
+        """Wait for the run; cancel it when the lease is lost or the shutdown grace runs out.
+        ``None`` when it was cancelled before its work started (an early claim's tick that
+        was waiting for its start when the term ended or a shutdown began)."""
         finished_at: list[float] = []
         wake = self._wake
 
@@ -383,23 +452,24 @@ class WorkerRunner:
         cancelled_by_us = False
         try:
             while not task.done():
-                limit = term.deadline - _now()
                 if self._shutdown.requested.is_set():
                     ctx.stopping.set()
-                    if self._shutdown.deadline is not None:
-                        limit = min(limit, self._shutdown.deadline - _now())
-                # Wakes when the run finishes, the term ends, or a shutdown begins (each sets
-                # the event once; it is cleared before every wait, so no wait spins).
+                # Wakes when the run finishes, the term ends (the keeper ends it at its
+                # deadline), a shutdown begins or its grace runs out (each sets the event
+                # once; it is cleared before every wait, so no wait spins) — no timer per tick.
                 wake.clear()
-                if task.done() or not term.active:
-                    pass
-                elif limit > 0:
-                    try:
-                        async with asyncio.timeout(limit):
-                            await wake.wait()
-                    except TimeoutError:
-                        pass
+                if not task.done() and term.active and not self._grace_over():
+                    await wake.wait()
                 if task.done():
+                    break
+                if not start.began() and (
+                    self._shutdown.requested.is_set() or not self._keeper.check(term)
+                ):
+                    task.cancel("tickwork: not started")
+                    await asyncio.wait([task])
+                    if not start.began():
+                        return None
+                    cancelled_by_us = True
                     break
                 if not self._keeper.check(term):
                     ctx.stopping.set()
@@ -408,11 +478,7 @@ class WorkerRunner:
                     task.cancel("tickwork: lease lost")
                     await asyncio.wait([task])
                     break
-                if (
-                    self._shutdown.requested.is_set()
-                    and self._shutdown.deadline is not None
-                    and _now() >= self._shutdown.deadline
-                ):
+                if self._grace_over():
                     ctx.logger.warning("the shutdown grace period ran out: cancelling the tick")
                     cancelled_by_us = True
                     task.cancel("tickwork: shutdown grace period ran out")
@@ -439,6 +505,10 @@ class WorkerRunner:
             return Outcome.LEASE_LOST
         return task.result()
 
+    def _grace_over(self) -> bool:
+        deadline = self._shutdown.deadline
+        return self._shutdown.requested.is_set() and deadline is not None and _now() >= deadline
+
     async def _record(
         self, term: Term, plan: Plan, started_at: float, ended_at: float, outcome: Outcome
     ) -> None:
@@ -453,6 +523,16 @@ class WorkerRunner:
         # Retried for up to one renew interval; a record that cannot be stored only means the
         # next holder counts the schedule from the run's start (its claim is recorded).
         await self._keeper.record(term, record, give_up_at=_now() + self._keeper.timing.renew)
+
+
+@dataclass(slots=True)
+class _Start:
+    """When a tick's work started (loop time); ``None`` until it has."""
+
+    at: float | None = None
+
+    def began(self) -> bool:
+        return self.at is not None
 
 
 def _now() -> float:
