@@ -452,6 +452,15 @@ class WorkerRunner:
         cancelled_by_us = False
         try:
             while not task.done():
+                if not start.began() and (
+                    self._shutdown.requested.is_set() or not self._keeper.check(term)
+                ):
+                    task.cancel("tickwork: not started")
+                    await asyncio.wait([task])
+                    if not start.began():
+                        return None
+                    cancelled_by_us = True
+                    break
                 if self._shutdown.requested.is_set():
                     ctx.stopping.set()
                 # Wakes when the run finishes, the term ends (the keeper ends it at its
@@ -465,12 +474,7 @@ class WorkerRunner:
                 if not start.began() and (
                     self._shutdown.requested.is_set() or not self._keeper.check(term)
                 ):
-                    task.cancel("tickwork: not started")
-                    await asyncio.wait([task])
-                    if not start.began():
-                        return None
-                    cancelled_by_us = True
-                    break
+                    continue  # not started: given back (above)
                 if not self._keeper.check(term):
                     ctx.stopping.set()
                     ctx.logger.warning("the lease was lost: cancelling the tick")
