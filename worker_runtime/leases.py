@@ -59,9 +59,11 @@ class LeaseBackend(ABC):
     worker: str
     #: Called when a renewal reports a pending ``tickwork trigger`` (triggering.py).
     on_trigger: Callable[[], None] | None = None
-    #: True when a claim costs a round trip worth taking off the critical path: the holder
-    #: then claims each slot a little before it (``SlotClaim.lead_seconds``) and gives back
-    #: with ``unclaim`` a slot it claimed but did not start (shutdown, lease lost).
+    #: True when the backend can give a claim back (``unclaim``): the holder then claims
+    #: each slot a little before it (``SlotClaim.lead_seconds``) and makes its tick ready,
+    #: so that neither the claim's round trip nor the work of making the tick is part of
+    #: the run's lateness; a slot claimed but not started (shutdown, lease lost) is given
+    #: back. A backend written before this existed claims at the start.
     early_claims: bool = False
 
     @abstractmethod
@@ -161,10 +163,14 @@ class _Slot:
     state: ScheduleState = field(default_factory=ScheduleState)
     last_token: int | None = None  # the fencing token that claimed ``state.last_slot``
     record: RunRecord | None = None
+    #: What the latest early claim replaced: (slot, token, state, last_token, record).
+    undo: tuple[float, int, ScheduleState, int | None, RunRecord | None] | None = None
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class _InProcessLease(LeaseBackend):
+    early_claims = True
+
     def __init__(self, worker: str, slot: _Slot, counter: list[int]) -> None:
         self.worker = worker
         self._slot = slot
@@ -223,6 +229,14 @@ class _InProcessLease(LeaseBackend):
                 return ClaimResult.CLAIMED  # the same claim, sent again
             return ClaimResult.ALREADY_CLAIMED
         anchor = state.anchor if state.anchor is not None else claim.anchor
+        if claim.lead_seconds > 0:
+            self._slot.undo = (
+                claim.slot,
+                claim.token,
+                state,
+                self._slot.last_token,
+                self._slot.record,
+            )
         self._slot.state = ScheduleState(
             anchor=anchor, last_slot=claim.slot, last_end=state.last_end
         )
@@ -238,6 +252,19 @@ class _InProcessLease(LeaseBackend):
             last_success_at=previous.last_success_at if previous else None,
         )
         return ClaimResult.CLAIMED
+
+    async def unclaim(self, claim: SlotClaim) -> bool:
+        undo = self._slot.undo
+        if (
+            undo is None
+            or (undo[0], undo[1]) != (claim.slot, claim.token)
+            or self._slot.state.last_slot != claim.slot
+            or self._slot.last_token != claim.token
+        ):
+            return False
+        _, _, self._slot.state, self._slot.last_token, self._slot.record = undo
+        self._slot.undo = None
+        return True
 
     async def record_run(self, owner: str, record: RunRecord) -> bool:
         if not self._holds(owner):

@@ -328,8 +328,9 @@ class LeaseKeeper:
     def claim_lead(self, term: Term, *, interval: float, starts_in: float) -> float:
         """How long before its start to claim a slot that starts ``starts_in`` seconds from
         now: 0 (claim at the start) unless the backend takes early claims and the term
-        surely lasts past the start; else a few recent claim round trips, so that the
-        claim's round trip is not part of the run's lateness."""
+        surely lasts past the start; else a few times what recent claims took (from when
+        they were due to when their answer was taken up), so that neither the round trip
+        nor the wait for the event loop is part of the run's lateness."""
         if not self.backend.early_claims:
             return 0.0
         lead = min(
@@ -359,12 +360,20 @@ class LeaseKeeper:
         return undone
 
     async def claim(
-        self, term: Term, claim: SlotClaim, *, give_up_at: float, abort: asyncio.Event
+        self,
+        term: Term,
+        claim: SlotClaim,
+        *,
+        give_up_at: float,
+        abort: asyncio.Event,
+        planned_at: float | None = None,
     ) -> ClaimResult:
         """Claim one slot for ``term``; retried with backoff (a re-sent claim is safe) until
         ``give_up_at`` (loop time), the term's end or ``abort``. A first attempt that timed out
         is sent once more at once, even late: it may have been recorded (it then counts as
-        ours), and a slow reply is no reason to skip a slot."""
+        ours), and a slow reply is no reason to skip a slot. ``planned_at`` (loop time): when
+        the claim was due to be sent; how long it took from then (a runner woken late, among
+        many workers whose slots fall together, included) sizes ``claim_lead``."""
         resend = True
         while True:
             if not self.check(term):
@@ -389,7 +398,8 @@ class LeaseKeeper:
                     return ClaimResult.UNCONFIRMED
             else:
                 self._succeeded()
-                took = asyncio.get_running_loop().time() - sent_at
+                since = sent_at if planned_at is None else min(sent_at, planned_at)
+                took = asyncio.get_running_loop().time() - since
                 self._claim_round_trip += _ROUND_TRIP_WEIGHT * (took - self._claim_round_trip)
                 if result is ClaimResult.NOT_HOLDER:
                     self._maybe_holding = False

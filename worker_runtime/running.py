@@ -181,6 +181,7 @@ class WorkerRunner:
             now = self._clock()
             if due - lead - now > CLOCK_TOLERANCE_SECONDS:
                 continue  # woken early (by a trigger that was taken up meanwhile): not due
+            planned = due - lead  # when the claim was due (a herd of workers wakes late)
             lead = max(0.0, min(lead, due - now))
             started_at = now + lead
             claim = SlotClaim(
@@ -196,6 +197,7 @@ class WorkerRunner:
                 claim,
                 give_up_at=_now() + max(0.0, self._latest_start(plan.slot) - now),
                 abort=stopping,
+                planned_at=_now() - (now - planned),
             )
             if result is ClaimResult.NOT_HOLDER:
                 return

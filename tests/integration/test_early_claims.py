@@ -14,6 +14,7 @@ import redis
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from tests.support.aio import until
 from tests.support.processes import RedisServer
 from worker_runtime import LeaseTiming, ManagerOptions, Metrics, PeriodicWorker, TickContext
 from worker_runtime.keys import WorkerKeys
@@ -61,20 +62,24 @@ class _WatchedClaims(RedisLeases):
         self.claim_script = claim_script  # type: ignore[assignment]
 
 
+async def _run(manager: WorkerManager, until_: Callable[[], bool] | None, what: str) -> None:
+    """Run ``manager`` until ``until_`` holds (or until it stops by itself), then stop it."""
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(manager.run())
+        if until_ is None:
+            return
+        try:
+            await until(until_, within=15, what=what)
+        finally:
+            manager.stop()
+
+
 def _manager(leases: RedisLeases, replica: str) -> WorkerManager:
     return WorkerManager(
         options=ManagerOptions(replica_id=replica, shutdown_grace_seconds=2.0, lease=TIMING),
         leases=leases,
         metrics=Metrics(CollectorRegistry()),
     )
-
-
-async def _until(predicate: Callable[[], bool], *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def test_each_slot_is_claimed_before_it_starts_and_runs_only_once_the_claim_is_confirmed(
@@ -85,12 +90,7 @@ async def test_each_slot_is_claimed_before_it_starts_and_runs_only_once_the_clai
     worker = Recording()
     await manager.add(worker)
     try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(manager.run())
-            try:
-                await _until(lambda: len(worker.starts) >= 5, within=15, what="five runs")
-            finally:
-                manager.stop()
+        await _run(manager, lambda: len(worker.starts) >= 5, "five runs")
     finally:
         await leases.aclose()
     answered = {slot: at for slot, _, at, reply in leases.claims if reply == 1}
@@ -122,8 +122,7 @@ async def test_a_slot_claimed_early_is_given_back_on_shutdown_and_run_by_the_nex
 
     first.after_claim = stop_after_the_third_claim
     try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(manager.run())
+        await _run(manager, None, "the shutdown")
     finally:
         await first.aclose()
     assert len(given_back) == 1, f"the third claim was not made ahead of its slot: {first.claims}"
@@ -148,12 +147,7 @@ async def test_a_slot_claimed_early_is_given_back_on_shutdown_and_run_by_the_nex
     again = Recording()
     await successor.add(again)
     try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(successor.run())
-            try:
-                await _until(lambda: len(again.starts) >= 1, within=10, what="a run on r2")
-            finally:
-                successor.stop()
+        await _run(successor, lambda: len(again.starts) >= 1, "a run on r2")
     finally:
         await second.aclose()
     assert again.starts[0][0] == slot
@@ -181,17 +175,11 @@ async def test_a_slot_claimed_early_is_not_run_when_the_lease_is_lost_before_its
 
     leases.after_claim = lose_the_lease_after_the_third_claim
     try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(manager.run())
-            try:
-                await _until(lambda: len(lost) == 1, within=15, what="the third claim")
-                await _until(
-                    lambda: any(s > lost[0] for s, _ in worker.starts),
-                    within=15,
-                    what="a run after the lost slot",
-                )
-            finally:
-                manager.stop()
+        await _run(
+            manager,
+            lambda: bool(lost) and any(s > lost[0] for s, _ in worker.starts),
+            "a run after the lost slot",
+        )
     finally:
         await leases.aclose()
     slots = [s for s, _ in worker.starts]

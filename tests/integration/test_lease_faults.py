@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import redis
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from tests.support.aio import until
 from tests.support.processes import (
     RedisServer,
     free_port,
@@ -61,14 +61,6 @@ def _sample(manager: WorkerManager, name: str, **labels: str) -> float:
     return value
 
 
-async def _until(predicate: Callable[[], bool], *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def test_a_runner_that_crashed_ticks_again_after_its_restart(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -92,7 +84,7 @@ async def test_a_runner_that_crashed_ticks_again_after_its_restart(
         tg.create_task(manager.run())
         try:
             # The crash happens at once; the manager restarts the runner after 1 s.
-            await _until(lambda: len(worker.starts) >= 5, within=6, what="ticks after a crash")
+            await until(lambda: len(worker.starts) >= 5, within=6, what="ticks after a crash")
         finally:
             manager.stop()
     assert crashes == [0]
@@ -117,7 +109,7 @@ async def test_a_redis_that_refuses_writes_is_retried_with_backoff_and_each_slot
     async with asyncio.TaskGroup() as tg:
         tg.create_task(manager.run())
         try:
-            await _until(lambda: len(worker.starts) >= 3, within=10, what="the first ticks")
+            await until(lambda: len(worker.starts) >= 3, within=10, what="the first ticks")
             errors_before = _sample(manager, "tickwork_redis_errors_total", op="claim")
             await raw.execute_command(*[a.replace("{dead_port}", dead) for a in refuse])
             refused_at = time.monotonic()
@@ -131,7 +123,7 @@ async def test_a_redis_that_refuses_writes_is_retried_with_backoff_and_each_slot
             )
             await raw.execute_command(*allow)
             count = len(worker.starts)
-            await _until(
+            await until(
                 lambda: len(worker.starts) >= count + 3, within=10, what=f"ticks after {refusal}"
             )
         finally:
@@ -194,7 +186,7 @@ async def test_a_lost_claim_reply_is_retried_and_neither_ends_the_lease_nor_skip
     async with asyncio.TaskGroup() as tg:
         tg.create_task(manager.run())
         try:
-            await _until(lambda: len(worker.starts) >= 3, within=10, what="three ticks")
+            await until(lambda: len(worker.starts) >= 3, within=10, what="three ticks")
         finally:
             manager.stop()
     assert not leases.lose_next_claim_reply
@@ -330,7 +322,7 @@ async def test_more_workers_than_connections_wait_their_turn_and_all_leases_are_
     async with asyncio.TaskGroup() as tg:
         tg.create_task(manager.run())
         try:
-            await _until(lambda: held() == count, within=30, what=f"{count} leases held")
+            await until(lambda: held() == count, within=30, what=f"{count} leases held")
             await asyncio.sleep(2.5)
         finally:
             manager.stop()

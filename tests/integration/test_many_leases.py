@@ -4,13 +4,13 @@ calls per renew interval, not one per worker."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from tests.support.aio import until
 from tests.support.processes import RedisServer
 from worker_runtime import LeaseTiming, ManagerOptions, Metrics, PeriodicWorker, TickContext
 from worker_runtime.keys import WorkerKeys
@@ -42,14 +42,6 @@ async def _script_calls(raw: Redis) -> int:
     return sum(
         int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval")
     )
-
-
-async def _until(check: Callable[[], bool], *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_renewals_asked_for_in_one_loop_turn_go_to_redis_as_one_script_call(
@@ -94,7 +86,7 @@ async def test_keepers_that_acquired_at_different_moments_renew_together(
             for i in range(workers):  # added one by one: each acquires at its own moment
                 await manager.add(type(f"Idle{i:03d}", (Idle,), {})())
                 await asyncio.sleep(0.01)
-            await _until(lambda: held() == workers, within=10, what="every lease held")
+            await until(lambda: held() == workers, within=10, what="every lease held")
             await raw.config_resetstat()
             window = 3.0
             await asyncio.sleep(window)
