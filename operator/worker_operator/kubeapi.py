@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -53,6 +54,10 @@ _JSON_PATCH = "application/json-patch+json"
 _JSON = "application/json"
 _METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+#: Connections to the API server at most (the client's default is 100): in a burst of new
+#: workers every reconcile in flight held one (about 150 KiB of TLS buffers each) and paid
+#: a TLS handshake; requests beyond these wait for a free connection.
+MAX_CONNECTIONS = 16
 
 
 class ApiError(Exception):
@@ -183,8 +188,12 @@ def _require_file(kubeconfig: str) -> None:
         raise CredentialsError(f"the kubeconfig {first} does not exist (or is not a file)")
 
 
+#: A segment made of these needs no quoting (every Kubernetes name and namespace is).
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
 def _path(*segments: str) -> str:
-    return "/" + "/".join(quote(s, safe="") for s in segments)
+    return "/" + "/".join(s if _PLAIN_SEGMENT.fullmatch(s) else quote(s, safe="") for s in segments)
 
 
 def resource_of(path: str) -> str:
@@ -276,6 +285,7 @@ class KubeApi:
         except (k8s_config.ConfigException, OSError, ValueError) as exc:
             where = path or "in-cluster credentials or ~/.kube/config"
             raise CredentialsError(f"cannot use the kubeconfig {where}: {exc}") from None
+        configuration.connection_pool_maxsize = MAX_CONNECTIONS
         api_client = k8s_client.ApiClient(configuration=configuration)
         _skip_netrc_lookups(api_client, os.environ)
         return cls(api_client, retry=retry, metrics=metrics)

@@ -246,3 +246,14 @@ async def test_a_netrc_entry_for_the_api_server_neither_breaks_nor_slows_the_req
         server.server_close()
 
     assert _Recorder.seen == ["Bearer t0ken"] * 3
+
+
+def test_path_segments_are_quoted_unless_every_character_is_plain() -> None:
+    from worker_operator.kubeapi import worker_path
+
+    assert worker_path("team-a", "passive.checker_1~") == (
+        "/apis/tickwork.dev/v1alpha1/namespaces/team-a/backgroundworkers/passive.checker_1~"
+    )
+    assert worker_path("ns", "a/b c?") == (
+        "/apis/tickwork.dev/v1alpha1/namespaces/ns/backgroundworkers/a%2Fb%20c%3F"
+    )
