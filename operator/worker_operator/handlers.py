@@ -35,11 +35,20 @@ from worker_operator.reconciling import Reconciler
 from worker_operator.settings import OperatorSettings
 from worker_runtime.logs import JsonFormatter
 
-__all__ = ["NoDiffBase", "build_registry", "configure_logging", "kopf_settings", "run_kopf"]
+__all__ = [
+    "KOPF_IDLE_SECONDS",
+    "NoDiffBase",
+    "build_registry",
+    "configure_logging",
+    "kopf_settings",
+    "run_kopf",
+]
 
 log = logging.getLogger(__name__)
 
 _MANAGED = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+#: How long kopf's worker for one resource waits for that resource's next event.
+KOPF_IDLE_SECONDS = 0.5
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -81,6 +90,11 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     ks.peering.standalone = True
     ks.watching.label_selectors["apps", "v1", "deployments"] = _MANAGED
     ks.watching.label_selectors["v1", "pods"] = _MANAGED
+    # kopf keeps one worker per resource that has just had an event, and that worker holds
+    # the last event's whole body while it waits for the next one (5 s by default): after a
+    # burst of new workers, thousands of Deployment and BackgroundWorker bodies at once. An
+    # object's events in a row still go to one worker; a later one starts a new worker.
+    ks.queueing.idle_timeout = KOPF_IDLE_SECONDS
     ks.watching.reconnect_backoff = 1.0
     ks.watching.server_timeout = 300
     ks.networking.request_timeout = 60
