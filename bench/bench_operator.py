@@ -340,7 +340,9 @@ def render(results: dict[str, Any]) -> list[str]:
         "(`apiserver_flowcontrol_dispatched_requests_total` of a FlowSchema that matches only "
         "the operator's ServiceAccount; watches and the status writes included). The Go "
         "baseline (bench/baselines/go-reconciler, controller-runtime "
-        "v0.22.4, default settings: 1 reconcile at a time, client QPS 20 / burst 30) applies "
+        "v0.22.4, default settings: 1 reconcile at a time and no client-side rate limit, "
+        "since controller-runtime's GetConfig sets QPS -1 and leaves throttling to API "
+        "Priority and Fairness, here the exempt level) applies "
         "the Deployment and nothing else: no status, no Events.",
         "",
         "| measurement | Tickwork operator | Go baseline | Tickwork / Go |",
