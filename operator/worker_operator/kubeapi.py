@@ -54,10 +54,12 @@ _JSON_PATCH = "application/json-patch+json"
 _JSON = "application/json"
 _METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
-#: Connections to the API server at most (the client's default is 100): in a burst of new
-#: workers every reconcile in flight held one (about 150 KiB of TLS buffers each) and paid
-#: a TLS handshake; requests beyond these wait for a free connection.
-MAX_CONNECTIONS = 16
+#: Requests (other than watches and the leader election's) in flight at most, so at most
+#: this many connections for them: in a burst of new workers every reconcile in flight held
+#: a connection of its own (about 150 KiB of TLS buffers each, and a TLS handshake). Further
+#: requests wait for a free slot before their timeout starts. Watches and the leader Lease's
+#: requests have connections of their own and never wait behind reconciles.
+MAX_REQUESTS_IN_FLIGHT = 16
 
 
 class ApiError(Exception):
@@ -259,6 +261,7 @@ class KubeApi:
         self._client = api_client
         self.retry = retry or RetryPolicy()
         self._metrics = metrics
+        self._slots = asyncio.Semaphore(MAX_REQUESTS_IN_FLIGHT)
 
     @classmethod
     async def connect(
@@ -285,7 +288,9 @@ class KubeApi:
         except (k8s_config.ConfigException, OSError, ValueError) as exc:
             where = path or "in-cluster credentials or ~/.kube/config"
             raise CredentialsError(f"cannot use the kubeconfig {where}: {exc}") from None
-        configuration.connection_pool_maxsize = MAX_CONNECTIONS
+        # No limit on the pool (its default is 100): the slots above bound the requests, and
+        # a long-lived watch must never take the last connection a reconcile needs.
+        configuration.connection_pool_maxsize = 0
         api_client = k8s_client.ApiClient(configuration=configuration)
         _skip_netrc_lookups(api_client, os.environ)
         return cls(api_client, retry=retry, metrics=metrics)
@@ -330,6 +335,22 @@ class KubeApi:
         body: Any = None,
         content_type: str = _JSON,
         accept: str = _JSON,
+        queued: bool = True,
+    ) -> Any:
+        """One request; ``queued`` ones wait for one of ``MAX_REQUESTS_IN_FLIGHT`` slots."""
+        if not queued:
+            return await self._send(method, path, query, body, content_type, accept)
+        async with self._slots:
+            return await self._send(method, path, query, body, content_type, accept)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        body: Any,
+        content_type: str,
+        accept: str,
     ) -> Any:
         self._count(method, path)
         try:
@@ -558,7 +579,9 @@ class KubeApi:
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = await self._once("GET", self._lease_path(namespace, name))
+            result: dict[str, Any] = await self._once(
+                "GET", self._lease_path(namespace, name), queued=False
+            )
         except NotFound:
             return None
         return result
@@ -567,7 +590,7 @@ class KubeApi:
         """Fails with a 409 ``ApiError`` when someone else created it first (no retry)."""
         namespace = lease["metadata"]["namespace"]
         result: dict[str, Any] = await self._once(
-            "POST", self._lease_path(namespace), body=dict(lease)
+            "POST", self._lease_path(namespace), body=dict(lease), queued=False
         )
         return result
 
@@ -575,6 +598,9 @@ class KubeApi:
         """Optimistic: fails with a 409 ``ApiError`` if the resourceVersion is not current."""
         metadata = lease["metadata"]
         result: dict[str, Any] = await self._once(
-            "PUT", self._lease_path(metadata["namespace"], metadata["name"]), body=dict(lease)
+            "PUT",
+            self._lease_path(metadata["namespace"], metadata["name"]),
+            body=dict(lease),
+            queued=False,
         )
         return result

@@ -14,7 +14,7 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from worker_operator.kubeapi import (
-    MAX_CONNECTIONS,
+    MAX_REQUESTS_IN_FLIGHT,
     ApiError,
     Forbidden,
     KubeApi,
@@ -298,12 +298,76 @@ async def test_a_burst_of_requests_opens_no_more_than_max_connections_to_the_api
         )
         async with await KubeApi.connect(kubeconfig=str(config)) as api:
             answers = await asyncio.gather(
-                *(api.request("GET", "/api") for _ in range(3 * MAX_CONNECTIONS))
+                *(api.request("GET", "/api") for _ in range(3 * MAX_REQUESTS_IN_FLIGHT))
             )
     finally:
         server.shutdown()
         thread.join()
         server.server_close()
 
-    assert answers == [{}] * (3 * MAX_CONNECTIONS)
-    assert 1 < _Slow.most_at_once <= MAX_CONNECTIONS
+    assert answers == [{}] * (3 * MAX_REQUESTS_IN_FLIGHT)
+    assert 1 < _Slow.most_at_once <= MAX_REQUESTS_IN_FLIGHT
+
+
+class _Watches(http.server.BaseHTTPRequestHandler):
+    lock = threading.Lock()
+    watching = 0
+    expected = 0
+    release = threading.Event()
+    #: Set (on the test's loop) once ``expected`` watches are open.
+    all_open: asyncio.Event
+    loop: asyncio.AbstractEventLoop
+
+    def do_GET(self) -> None:
+        if "watch=true" not in self.path:
+            _answer(self, b"{}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.flush()
+        cls = type(self)
+        with cls.lock:
+            cls.watching += 1
+            if cls.watching == cls.expected:
+                cls.loop.call_soon_threadsafe(cls.all_open.set)
+        cls.release.wait(timeout=30)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_open_watches_never_hold_up_the_other_requests(tmp_path: Any) -> None:
+    # A Deployment that conflicts with its worker is watched until it changes: more such
+    # watches than request slots must still leave every reconcile its connection.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Watches)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    watches: list[asyncio.Task[None]] = []
+
+    async def watch(name: str) -> None:
+        async for _ in api.watch_deployment("ns", name, resource_version="1"):
+            pass
+
+    try:
+        config = _kubeconfig(
+            tmp_path / "config", server=f"http://127.0.0.1:{server.server_port}", token="t0ken"
+        )
+        async with await KubeApi.connect(kubeconfig=str(config)) as api:
+            _Watches.expected = MAX_REQUESTS_IN_FLIGHT + 1
+            _Watches.loop, _Watches.all_open = asyncio.get_running_loop(), asyncio.Event()
+            watches = [asyncio.create_task(watch(f"d{i}")) for i in range(_Watches.expected)]
+            async with asyncio.timeout(10):
+                await _Watches.all_open.wait()
+                answer = await api.request("GET", "/api")
+            _Watches.release.set()
+            await asyncio.gather(*watches)
+    finally:
+        _Watches.release.set()
+        for task in watches:
+            task.cancel()
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+    assert answer == {}
