@@ -54,12 +54,11 @@ _JSON_PATCH = "application/json-patch+json"
 _JSON = "application/json"
 _METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
-#: Requests (other than watches and the leader election's) in flight at most, so at most
-#: this many connections for them: in a burst of new workers every reconcile in flight held
-#: a connection of its own (about 150 KiB of TLS buffers each, and a TLS handshake). Further
-#: requests wait for a free slot before their timeout starts. Watches and the leader Lease's
-#: requests have connections of their own and never wait behind reconciles.
-MAX_REQUESTS_IN_FLIGHT = 16
+#: Connections to the API server at most for requests (the client's default is 100): in a
+#: burst of new workers every reconcile in flight held one (about 150 KiB of TLS buffers
+#: each) and paid a TLS handshake; requests beyond these wait for a free connection. Watches
+#: have a client (and connections) of their own, so they never take the last of these.
+MAX_CONNECTIONS = 16
 
 
 class ApiError(Exception):
@@ -257,11 +256,12 @@ class KubeApi:
         *,
         retry: RetryPolicy | None = None,
         metrics: OperatorMetrics | None = None,
+        watch_client: Any = None,
     ) -> None:
         self._client = api_client
+        self._watch_client = watch_client if watch_client is not None else api_client
         self.retry = retry or RetryPolicy()
         self._metrics = metrics
-        self._slots = asyncio.Semaphore(MAX_REQUESTS_IN_FLIGHT)
 
     @classmethod
     async def connect(
@@ -288,12 +288,13 @@ class KubeApi:
         except (k8s_config.ConfigException, OSError, ValueError) as exc:
             where = path or "in-cluster credentials or ~/.kube/config"
             raise CredentialsError(f"cannot use the kubeconfig {where}: {exc}") from None
-        # No limit on the pool (its default is 100): the slots above bound the requests, and
-        # a long-lived watch must never take the last connection a reconcile needs.
-        configuration.connection_pool_maxsize = 0
+        # Each client sizes its pool when it is made: the watches' one keeps the default.
+        watch_client = k8s_client.ApiClient(configuration=configuration)
+        configuration.connection_pool_maxsize = MAX_CONNECTIONS
         api_client = k8s_client.ApiClient(configuration=configuration)
-        _skip_netrc_lookups(api_client, os.environ)
-        return cls(api_client, retry=retry, metrics=metrics)
+        for client in (api_client, watch_client):
+            _skip_netrc_lookups(client, os.environ)
+        return cls(api_client, retry=retry, metrics=metrics, watch_client=watch_client)
 
     async def credentials(self) -> Credentials:
         """The server and credentials of this client (a refreshed token, if it expires)."""
@@ -317,6 +318,8 @@ class KubeApi:
 
     async def close(self) -> None:
         await self._client.close()
+        if self._watch_client is not self._client:
+            await self._watch_client.close()
 
     async def __aenter__(self) -> KubeApi:
         return self
@@ -335,22 +338,6 @@ class KubeApi:
         body: Any = None,
         content_type: str = _JSON,
         accept: str = _JSON,
-        queued: bool = True,
-    ) -> Any:
-        """One request; ``queued`` ones wait for one of ``MAX_REQUESTS_IN_FLIGHT`` slots."""
-        if not queued:
-            return await self._send(method, path, query, body, content_type, accept)
-        async with self._slots:
-            return await self._send(method, path, query, body, content_type, accept)
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        query: Sequence[tuple[str, str]],
-        body: Any,
-        content_type: str,
-        accept: str,
     ) -> Any:
         self._count(method, path)
         try:
@@ -520,7 +507,7 @@ class KubeApi:
         path = _path("apis", "apps", "v1", "namespaces", namespace, "deployments")
         self._count("WATCH", path)
         try:
-            response = await self._client.call_api(
+            response = await self._watch_client.call_api(
                 path,
                 "GET",
                 query_params=query,
@@ -579,9 +566,7 @@ class KubeApi:
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = await self._once(
-                "GET", self._lease_path(namespace, name), queued=False
-            )
+            result: dict[str, Any] = await self._once("GET", self._lease_path(namespace, name))
         except NotFound:
             return None
         return result
@@ -590,7 +575,7 @@ class KubeApi:
         """Fails with a 409 ``ApiError`` when someone else created it first (no retry)."""
         namespace = lease["metadata"]["namespace"]
         result: dict[str, Any] = await self._once(
-            "POST", self._lease_path(namespace), body=dict(lease), queued=False
+            "POST", self._lease_path(namespace), body=dict(lease)
         )
         return result
 
@@ -598,9 +583,6 @@ class KubeApi:
         """Optimistic: fails with a 409 ``ApiError`` if the resourceVersion is not current."""
         metadata = lease["metadata"]
         result: dict[str, Any] = await self._once(
-            "PUT",
-            self._lease_path(metadata["namespace"], metadata["name"]),
-            body=dict(lease),
-            queued=False,
+            "PUT", self._lease_path(metadata["namespace"], metadata["name"]), body=dict(lease)
         )
         return result

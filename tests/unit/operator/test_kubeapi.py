@@ -14,7 +14,7 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from worker_operator.kubeapi import (
-    MAX_REQUESTS_IN_FLIGHT,
+    MAX_CONNECTIONS,
     ApiError,
     Forbidden,
     KubeApi,
@@ -298,15 +298,15 @@ async def test_a_burst_of_requests_opens_no_more_than_max_connections_to_the_api
         )
         async with await KubeApi.connect(kubeconfig=str(config)) as api:
             answers = await asyncio.gather(
-                *(api.request("GET", "/api") for _ in range(3 * MAX_REQUESTS_IN_FLIGHT))
+                *(api.request("GET", "/api") for _ in range(3 * MAX_CONNECTIONS))
             )
     finally:
         server.shutdown()
         thread.join()
         server.server_close()
 
-    assert answers == [{}] * (3 * MAX_REQUESTS_IN_FLIGHT)
-    assert 1 < _Slow.most_at_once <= MAX_REQUESTS_IN_FLIGHT
+    assert answers == [{}] * (3 * MAX_CONNECTIONS)
+    assert 1 < _Slow.most_at_once <= MAX_CONNECTIONS
 
 
 class _Watches(http.server.BaseHTTPRequestHandler):
@@ -354,7 +354,7 @@ async def test_open_watches_never_hold_up_the_other_requests(tmp_path: Any) -> N
             tmp_path / "config", server=f"http://127.0.0.1:{server.server_port}", token="t0ken"
         )
         async with await KubeApi.connect(kubeconfig=str(config)) as api:
-            _Watches.expected = MAX_REQUESTS_IN_FLIGHT + 1
+            _Watches.expected = MAX_CONNECTIONS + 1
             _Watches.loop, _Watches.all_open = asyncio.get_running_loop(), asyncio.Event()
             watches = [asyncio.create_task(watch(f"d{i}")) for i in range(_Watches.expected)]
             async with asyncio.timeout(10):
