@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -53,6 +54,11 @@ _JSON_PATCH = "application/json-patch+json"
 _JSON = "application/json"
 _METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+#: Connections to the API server at most for requests (the client's default is 100): in a
+#: burst of new workers every reconcile in flight held one (about 150 KiB of TLS buffers
+#: each) and paid a TLS handshake; requests beyond these wait for a free connection. Watches
+#: have a client (and connections) of their own, so they never take the last of these.
+MAX_CONNECTIONS = 16
 
 
 class ApiError(Exception):
@@ -183,8 +189,12 @@ def _require_file(kubeconfig: str) -> None:
         raise CredentialsError(f"the kubeconfig {first} does not exist (or is not a file)")
 
 
+#: A segment made of these needs no quoting (every Kubernetes name and namespace is).
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
 def _path(*segments: str) -> str:
-    return "/" + "/".join(quote(s, safe="") for s in segments)
+    return "/" + "/".join(s if _PLAIN_SEGMENT.fullmatch(s) else quote(s, safe="") for s in segments)
 
 
 def resource_of(path: str) -> str:
@@ -246,8 +256,10 @@ class KubeApi:
         *,
         retry: RetryPolicy | None = None,
         metrics: OperatorMetrics | None = None,
+        watch_client: Any = None,
     ) -> None:
         self._client = api_client
+        self._watch_client = watch_client if watch_client is not None else api_client
         self.retry = retry or RetryPolicy()
         self._metrics = metrics
 
@@ -276,9 +288,13 @@ class KubeApi:
         except (k8s_config.ConfigException, OSError, ValueError) as exc:
             where = path or "in-cluster credentials or ~/.kube/config"
             raise CredentialsError(f"cannot use the kubeconfig {where}: {exc}") from None
+        # Each client sizes its pool when it is made: the watches' one keeps the default.
+        watch_client = k8s_client.ApiClient(configuration=configuration)
+        configuration.connection_pool_maxsize = MAX_CONNECTIONS
         api_client = k8s_client.ApiClient(configuration=configuration)
-        _skip_netrc_lookups(api_client, os.environ)
-        return cls(api_client, retry=retry, metrics=metrics)
+        for client in (api_client, watch_client):
+            _skip_netrc_lookups(client, os.environ)
+        return cls(api_client, retry=retry, metrics=metrics, watch_client=watch_client)
 
     async def credentials(self) -> Credentials:
         """The server and credentials of this client (a refreshed token, if it expires)."""
@@ -302,6 +318,8 @@ class KubeApi:
 
     async def close(self) -> None:
         await self._client.close()
+        if self._watch_client is not self._client:
+            await self._watch_client.close()
 
     async def __aenter__(self) -> KubeApi:
         return self
@@ -489,7 +507,7 @@ class KubeApi:
         path = _path("apis", "apps", "v1", "namespaces", namespace, "deployments")
         self._count("WATCH", path)
         try:
-            response = await self._client.call_api(
+            response = await self._watch_client.call_api(
                 path,
                 "GET",
                 query_params=query,

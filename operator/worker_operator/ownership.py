@@ -110,16 +110,19 @@ def foreign_fields(obj: Mapping[str, Any], *, own_manager: str) -> list[str]:
     ``spec.template.spec.containers[name=sidecar]``; a field inside a foreign addition is not
     listed again.
     """
-    ours: set[Path] = set()
-    whole: set[Path] = set()  # values the operator owns whole (scalars, atomic lists)
-    theirs: set[Path] = set()
+    trees: list[tuple[bool, Mapping[str, Any]]] = []
     for entry in _entries(obj):
         if entry.get("subresource") == "status":
             continue
         tree = (entry.get("fieldsV1") or {}).get("f:spec")
-        if not isinstance(tree, Mapping):
-            continue
-        mine = is_own_manager(str(entry.get("manager", "")), own_manager)
+        if isinstance(tree, Mapping):
+            trees.append((is_own_manager(str(entry.get("manager", "")), own_manager), tree))
+    if all(mine for mine, _ in trees):
+        return []  # the common case (every Deployment event): no other manager owns spec fields
+    ours: set[Path] = set()
+    whole: set[Path] = set()  # values the operator owns whole (scalars, atomic lists)
+    theirs: set[Path] = set()
+    for mine, tree in trees:
         for path, is_value in _leaves(tree, ("f:spec",)):
             if not mine:
                 theirs.add(path)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import threading
+import time
 from typing import Any, ClassVar
 
 import aiohttp
@@ -12,6 +14,7 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from worker_operator.kubeapi import (
+    MAX_CONNECTIONS,
     ApiError,
     Forbidden,
     KubeApi,
@@ -204,17 +207,20 @@ async def test_credentials_come_from_the_kubeconfig_given_not_from_the_environme
     assert "t0ken" not in repr(credentials)
 
 
+def _answer(handler: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _Recorder(http.server.BaseHTTPRequestHandler):
     seen: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         type(self).seen.append(self.headers.get("Authorization", ""))
-        body = b'{"kind": "APIVersions", "versions": ["v1"]}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _answer(self, b'{"kind": "APIVersions", "versions": ["v1"]}')
 
     def log_message(self, *args: object) -> None:
         pass
@@ -246,3 +252,122 @@ async def test_a_netrc_entry_for_the_api_server_neither_breaks_nor_slows_the_req
         server.server_close()
 
     assert _Recorder.seen == ["Bearer t0ken"] * 3
+
+
+def test_path_segments_are_quoted_unless_every_character_is_plain() -> None:
+    from worker_operator.kubeapi import worker_path
+
+    assert worker_path("team-a", "passive.checker_1~") == (
+        "/apis/tickwork.dev/v1alpha1/namespaces/team-a/backgroundworkers/passive.checker_1~"
+    )
+    assert worker_path("ns", "a/b c?") == (
+        "/apis/tickwork.dev/v1alpha1/namespaces/ns/backgroundworkers/a%2Fb%20c%3F"
+    )
+
+
+class _Slow(http.server.BaseHTTPRequestHandler):
+    lock = threading.Lock()
+    open_now = 0
+    most_at_once = 0
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        with cls.lock:
+            cls.open_now += 1
+            cls.most_at_once = max(cls.most_at_once, cls.open_now)
+        time.sleep(0.05)
+        with cls.lock:
+            cls.open_now -= 1
+        _answer(self, b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_burst_of_requests_opens_no_more_than_max_connections_to_the_api_server(
+    tmp_path: Any,
+) -> None:
+    # Each connection to the API server is a TLS session with its own buffers (~150 KiB):
+    # a burst of reconciles must queue for a few of them, not open one each.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = _kubeconfig(
+            tmp_path / "config", server=f"http://127.0.0.1:{server.server_port}", token="t0ken"
+        )
+        async with await KubeApi.connect(kubeconfig=str(config)) as api:
+            answers = await asyncio.gather(
+                *(api.request("GET", "/api") for _ in range(3 * MAX_CONNECTIONS))
+            )
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+    assert answers == [{}] * (3 * MAX_CONNECTIONS)
+    assert 1 < _Slow.most_at_once <= MAX_CONNECTIONS
+
+
+class _Watches(http.server.BaseHTTPRequestHandler):
+    lock = threading.Lock()
+    watching = 0
+    expected = 0
+    release = threading.Event()
+    #: Set (on the test's loop) once ``expected`` watches are open.
+    all_open: asyncio.Event
+    loop: asyncio.AbstractEventLoop
+
+    def do_GET(self) -> None:
+        if "watch=true" not in self.path:
+            _answer(self, b"{}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.flush()
+        cls = type(self)
+        with cls.lock:
+            cls.watching += 1
+            if cls.watching == cls.expected:
+                cls.loop.call_soon_threadsafe(cls.all_open.set)
+        cls.release.wait(timeout=30)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_open_watches_never_hold_up_the_other_requests(tmp_path: Any) -> None:
+    # A Deployment that conflicts with its worker is watched until it changes: more such
+    # watches than request slots must still leave every reconcile its connection.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Watches)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    watches: list[asyncio.Task[None]] = []
+
+    async def watch(name: str) -> None:
+        async for _ in api.watch_deployment("ns", name, resource_version="1"):
+            pass
+
+    try:
+        config = _kubeconfig(
+            tmp_path / "config", server=f"http://127.0.0.1:{server.server_port}", token="t0ken"
+        )
+        async with await KubeApi.connect(kubeconfig=str(config)) as api:
+            _Watches.expected = MAX_CONNECTIONS + 1
+            _Watches.loop, _Watches.all_open = asyncio.get_running_loop(), asyncio.Event()
+            watches = [asyncio.create_task(watch(f"d{i}")) for i in range(_Watches.expected)]
+            async with asyncio.timeout(10):
+                await _Watches.all_open.wait()
+                answer = await api.request("GET", "/api")
+            _Watches.release.set()
+            await asyncio.gather(*watches)
+    finally:
+        _Watches.release.set()
+        for task in watches:
+            task.cancel()
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+    assert answer == {}
