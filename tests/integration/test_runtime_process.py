@@ -124,3 +124,23 @@ def test_sigint_also_stops_gracefully(tmp_path: Path) -> None:
     )
     wait_until(lambda: _starts(log), timeout=10, what="a tick")
     assert stop(proc, sig=signal.SIGINT) == 0
+
+
+def test_the_objects_made_at_start_are_frozen_out_of_the_garbage_collectors_sight(
+    tmp_path: Path,
+) -> None:
+    from worker_runtime.process import GC_THRESHOLDS
+
+    log = tmp_path / "events.jsonl"
+    proc = start_tickwork(
+        ["run", "tests.workers.sample:CollectorProbe", "--metrics-port", "0"],
+        env={"TICKWORK_TEST_LOG": str(log)},
+    )
+    try:
+        wait_until(lambda: len(read_events(log)) >= 1, timeout=15, what="a tick")
+    finally:
+        stop(proc)
+    event = read_events(log)[0]
+    # Modules, the worker, its runner: thousands of objects no full collection walks again.
+    assert int(event["frozen"]) > 10_000  # type: ignore[call-overload]
+    assert tuple(event["thresholds"]) == GC_THRESHOLDS  # type: ignore[arg-type]

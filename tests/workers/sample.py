@@ -89,3 +89,14 @@ class Blocker(PeriodicWorker):
         _log("start", ctx)
         time.sleep(float(os.environ.get("TICKWORK_TEST_BLOCK", "0")))  # noqa: ASYNC251
         _log("end", ctx, outcome="returned")
+
+
+class CollectorProbe(PeriodicWorker):
+    """Logs what the garbage collector looks like from inside a running tick."""
+
+    period = 0.2
+
+    async def do_work(self, ctx: TickContext) -> None:
+        import gc
+
+        _log("gc", ctx, frozen=gc.get_freeze_count(), thresholds=list(gc.get_threshold()))
