@@ -62,12 +62,10 @@ class _WatchedClaims(RedisLeases):
         self.claim_script = claim_script  # type: ignore[assignment]
 
 
-async def _run(manager: WorkerManager, until_: Callable[[], bool] | None, what: str) -> None:
-    """Run ``manager`` until ``until_`` holds (or until it stops by itself), then stop it."""
+async def _run(manager: WorkerManager, until_: Callable[[], bool], what: str) -> None:
+    """Run ``manager`` until ``until_`` holds, then stop it (if it has not stopped yet)."""
     async with asyncio.TaskGroup() as tg:
         tg.create_task(manager.run())
-        if until_ is None:
-            return
         try:
             await until(until_, within=15, what=what)
         finally:
@@ -115,17 +113,19 @@ async def test_a_slot_claimed_early_is_given_back_on_shutdown_and_run_by_the_nex
     await manager.add(worker)
     given_back: list[float] = []
 
-    def stop_after_the_third_claim(slot: float, reply: int) -> None:
-        if reply == 1 and len(first.claims) == 3 and slot > time.time():
+    def stop_after_an_early_claim(slot: float, reply: int) -> None:
+        # The first claim after two runs that is answered ahead of its slot (on a loaded
+        # machine a claim may still come back late while the lead adapts).
+        if reply == 1 and len(first.claims) >= 3 and not given_back and slot > time.time():
             given_back.append(slot)
             manager.stop()  # between the (early) claim and the slot's start
 
-    first.after_claim = stop_after_the_third_claim
+    first.after_claim = stop_after_an_early_claim
     try:
-        await _run(manager, None, "the shutdown")
+        await _run(manager, lambda: bool(given_back), "a claim answered ahead of its slot")
     finally:
         await first.aclose()
-    assert len(given_back) == 1, f"the third claim was not made ahead of its slot: {first.claims}"
+    assert len(given_back) == 1, f"no claim was answered ahead of its slot: {first.claims}"
     slot = given_back[0]
     assert slot not in [s for s, _ in worker.starts]
     keys = WorkerKeys("Recording")
@@ -162,10 +162,16 @@ async def test_a_slot_claimed_early_is_not_run_when_the_lease_is_lost_before_its
     await manager.add(worker)
     lost: list[float] = []
 
-    def lose_the_lease_after_the_third_claim(slot: float, reply: int) -> None:
+    def lose_the_lease_after_an_early_claim(slot: float, reply: int) -> None:
         keeper = manager.runner("Recording").keeper
         term = keeper.term
-        if reply == 1 and len(leases.claims) == 3 and slot > time.time() and term is not None:
+        if (
+            reply == 1
+            and len(leases.claims) >= 3
+            and not lost
+            and slot > time.time()
+            and term is not None
+        ):
             lost.append(slot)
             # Another owner has the lease (a failover lost the holder's last write, say),
             # and the holder learns it — as from a refused renewal — before the slot.
@@ -173,7 +179,7 @@ async def test_a_slot_claimed_early_is_not_run_when_the_lease_is_lost_before_its
                 thief.hset(WorkerKeys("Recording").lease, "owner", "thief")
             keeper.end(term, LeaseLoss.STOLEN)
 
-    leases.after_claim = lose_the_lease_after_the_third_claim
+    leases.after_claim = lose_the_lease_after_an_early_claim
     try:
         await _run(
             manager,
