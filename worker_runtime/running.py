@@ -160,8 +160,8 @@ class WorkerRunner:
             )
             self._wm.next_scheduled.set(plan.slot)
             due = plan.slot + jitter
-            # Claimed a little before its start (the claim's round trip then adds nothing to
-            # the run's lateness), on backends where a claim is a round trip.
+            # Claimed a little before its start on backends that can give a claim back (the
+            # claim and the making of the tick then add nothing to the run's lateness).
             lead = self._keeper.claim_lead(
                 term, interval=self.schedule.interval_seconds, starts_in=due - self._clock()
             )

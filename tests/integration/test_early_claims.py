@@ -72,21 +72,23 @@ async def _run(manager: WorkerManager, until_: Callable[[], bool], what: str) ->
             manager.stop()
 
 
-def _manager(leases: RedisLeases, replica: str) -> WorkerManager:
-    return WorkerManager(
+async def _recording(leases: RedisLeases, replica: str) -> tuple[WorkerManager, Recording]:
+    """A manager of one ``Recording`` worker, not yet running."""
+    manager = WorkerManager(
         options=ManagerOptions(replica_id=replica, shutdown_grace_seconds=2.0, lease=TIMING),
         leases=leases,
         metrics=Metrics(CollectorRegistry()),
     )
+    worker = Recording()
+    await manager.add(worker)
+    return manager, worker
 
 
 async def test_each_slot_is_claimed_before_it_starts_and_runs_only_once_the_claim_is_confirmed(
     redis_server: RedisServer,
 ) -> None:
     leases = _WatchedClaims.from_url(redis_server.url, timing=TIMING)
-    manager = _manager(leases, "r1")
-    worker = Recording()
-    await manager.add(worker)
+    manager, worker = await _recording(leases, "r1")
     try:
         await _run(manager, lambda: len(worker.starts) >= 5, "five runs")
     finally:
@@ -108,9 +110,7 @@ async def test_a_slot_claimed_early_is_given_back_on_shutdown_and_run_by_the_nex
     redis_server: RedisServer, raw: Redis
 ) -> None:
     first = _WatchedClaims.from_url(redis_server.url, timing=TIMING)
-    manager = _manager(first, "r1")
-    worker = Recording()
-    await manager.add(worker)
+    manager, worker = await _recording(first, "r1")
     given_back: list[float] = []
 
     def stop_after_an_early_claim(slot: float, reply: int) -> None:
@@ -143,9 +143,7 @@ async def test_a_slot_claimed_early_is_given_back_on_shutdown_and_run_by_the_nex
 
     # The next holder (the lease was released) takes the slot up: it was not run.
     second = RedisLeases.from_url(redis_server.url, timing=TIMING)
-    successor = _manager(second, "r2")
-    again = Recording()
-    await successor.add(again)
+    successor, again = await _recording(second, "r2")
     try:
         await _run(successor, lambda: len(again.starts) >= 1, "a run on r2")
     finally:
@@ -157,9 +155,7 @@ async def test_a_slot_claimed_early_is_not_run_when_the_lease_is_lost_before_its
     redis_server: RedisServer, raw: Redis
 ) -> None:
     leases = _WatchedClaims.from_url(redis_server.url, timing=TIMING)
-    manager = _manager(leases, "r1")
-    worker = Recording()
-    await manager.add(worker)
+    manager, worker = await _recording(leases, "r1")
     lost: list[float] = []
 
     def lose_the_lease_after_an_early_claim(slot: float, reply: int) -> None:
