@@ -8,6 +8,9 @@ classifies, so the API server's own ``apiserver_flowcontrol_dispatched_requests_
 counts exactly that operator's requests. Measured per operator:
 
 - create → owned Deployment seen by a watch, one resource at a time (RESOURCES of them);
+- time to Ready, one resource at a time (READY of them, one replica each, on the kwok nodes):
+  create → the Deployment's replica available, and for the Tickwork operator create → the
+  BackgroundWorker's own ``Ready=True`` condition (the Go baseline reports no status);
 - a burst of BURST resources created at once → every Deployment (rate/s, per-resource p99);
 - API requests per new worker over the burst (until every Deployment exists, then 5 s more);
 - the operator's RSS and CPU with BURST resources (CPU share over a 10 s quiet window).
@@ -43,6 +46,8 @@ CONCURRENT_CREATES = 20
 # No pods: the kwok nodes hold 110 pods each, and 1,000 Pending pods would measure the
 # scheduler and the Tickwork operator's reports of Unschedulable pods, not the mapping.
 REPLICAS = 0
+#: Workers of one replica each for the time-to-Ready part (kwok makes their pods Ready).
+READY_RESOURCES = 20
 OPERATORS = ("tickwork", "go-baseline")
 
 
@@ -137,25 +142,29 @@ def _identity_objects(account: str, namespace: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _worker(name: str, namespace: str) -> dict[str, Any]:
+def _worker(name: str, namespace: str, replicas: int = REPLICAS) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "BackgroundWorker",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"image": "tickwork/example-worker:0.1.0",
                  "worker": "examples.passive_users:PassiveUserCheckerWorker",
-                 "schedule": {"period": "10m"}, "replicas": REPLICAS},
+                 "schedule": {"period": "10m"}, "replicas": replicas},
     }  # fmt: skip
 
 
 async def _measure(
-    kubeconfig: Path, namespace: str, *, resources: int, burst: int, pid: int,
-    cluster: Cluster, schema: str,
+    kubeconfig: Path, namespace: str, *, resources: int, burst: int, ready: int, pid: int,
+    cluster: Cluster, schema: str, reports_status: bool,
 ) -> dict[str, Any]:  # fmt: skip
     from kubernetes_asyncio import client, config, watch
 
     api_client = await config.new_client_from_config(config_file=str(kubeconfig))
     custom, apps = client.CustomObjectsApi(api_client), client.AppsV1Api(api_client)
     seen: dict[str, float] = {}
+    # when each Deployment first had every replica available, and each BackgroundWorker
+    # first said Ready=True
+    available: dict[str, float] = {}
+    worker_ready: dict[str, float] = {}
     changed = asyncio.Event()
 
     async def watch_deployments() -> None:
@@ -167,10 +176,31 @@ async def _measure(
                     apps.list_namespaced_deployment, namespace, resource_version=version,
                     timeout_seconds=300,
                 ):  # fmt: skip
-                    obj = event["object"]
+                    obj, now = event["object"], time.time()
                     version = obj.metadata.resource_version
                     if event["type"] == "ADDED":
-                        seen.setdefault(obj.metadata.name, time.time())
+                        seen.setdefault(obj.metadata.name, now)
+                    wanted = obj.spec.replicas or 0
+                    if wanted and (obj.status.available_replicas or 0) >= wanted:
+                        available.setdefault(obj.metadata.name, now)
+                    changed.set()
+            finally:
+                await stream.close()
+
+    async def watch_workers() -> None:
+        version = None
+        while True:
+            stream = watch.Watch()
+            try:
+                async for event in stream.stream(
+                    custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                    resource_version=version, timeout_seconds=300,
+                ):  # fmt: skip
+                    obj, now = event["object"], time.time()
+                    version = obj["metadata"]["resourceVersion"]
+                    conditions = obj.get("status", {}).get("conditions", [])
+                    if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                        worker_ready.setdefault(obj["metadata"]["name"], now)
                         changed.set()
             finally:
                 await stream.close()
@@ -192,7 +222,7 @@ async def _measure(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=min(left, 1.0))
 
-    watcher = asyncio.create_task(watch_deployments())
+    watchers = [asyncio.create_task(watch_deployments()), asyncio.create_task(watch_workers())]
     try:
         await asyncio.sleep(0.5)
         # ready: the operator answers a first resource
@@ -207,6 +237,19 @@ async def _measure(
             sequential.append(seen[name] - sent)
         await asyncio.sleep(3.0)
         sequential_requests = cluster.dispatched().get(schema, 0.0) - before
+        # time to Ready: one replica each, one at a time
+        to_available, to_ready = [], []
+        for index in range(ready):
+            name = f"ready-{index:04d}"
+            asked = time.time()
+            await custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, _worker(name, namespace, replicas=1)
+            )
+            await until(lambda n=name: n in available, 120)
+            to_available.append(available[name] - asked)
+            if reports_status:
+                await until(lambda n=name: n in worker_ready, 120)
+                to_ready.append(worker_ready[name] - asked)
         # the burst
         names = [f"burst-{index:04d}" for index in range(burst)]
         before = cluster.dispatched().get(schema, 0.0)
@@ -235,6 +278,11 @@ async def _measure(
             "sequential_p50": percentile(sequential, 0.5),
             "sequential_p99": percentile(sequential, 0.99),
             "sequential_requests_per_worker": sequential_requests / max(1, resources),
+            "ready_resources": ready,
+            "available_p50": percentile(to_available, 0.5),
+            "available_max": max(to_available, default=0.0),
+            "ready_p50": percentile(to_ready, 0.5) if to_ready else None,
+            "ready_max": max(to_ready) if to_ready else None,
             "burst": burst,
             "burst_create_seconds": created - start,
             "burst_seconds": done - start,
@@ -247,9 +295,11 @@ async def _measure(
             "quiet_cpu_share": quiet_share,
         }
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for watcher in watchers:
+            watcher.cancel()
+        for watcher in watchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await api_client.close()
 
 
@@ -267,7 +317,10 @@ def _start_operator(
         return subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=out)
 
 
-def run(*, resources: int = 100, burst: int = 1000, base: Path | None = None) -> dict[str, Any]:
+def run(
+    *, resources: int = 100, burst: int = 1000, ready: int = READY_RESOURCES,
+    base: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Both operators, one after the other, on the same control plane: their figures."""
     kubeconfig = _kubeconfig()
     cluster = Cluster(kubeconfig)
@@ -284,7 +337,7 @@ def run(*, resources: int = 100, burst: int = 1000, base: Path | None = None) ->
                     str(REPO / "charts" / "tickwork" / "crds"))  # fmt: skip
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                     "crd/backgroundworkers.tickwork.dev")  # fmt: skip
-    results: dict[str, Any] = {"resources": resources, "burst": burst}
+    results: dict[str, Any] = {"resources": resources, "burst": burst, "ready": ready}
     with tempfile.TemporaryDirectory(prefix="tickwork-bench-operator-", dir=base) as tmp:
         directory = Path(tmp)
         for which in OPERATORS:
@@ -301,7 +354,8 @@ def run(*, resources: int = 100, burst: int = 1000, base: Path | None = None) ->
                       flush=True)  # fmt: skip
                 results[which] = asyncio.run(
                     _measure(kubeconfig, namespace, resources=resources, burst=burst,
-                             pid=proc.pid, cluster=cluster, schema=account)
+                             ready=ready, pid=proc.pid, cluster=cluster, schema=account,
+                             reports_status=which == "tickwork")
                 )  # fmt: skip
             finally:
                 proc.terminate()
@@ -327,7 +381,24 @@ def render(results: dict[str, Any]) -> list[str]:
         ratio = f"{a / b:.2f}x" if b else "-"
         return f"| {label} | {a:{fmt}} | {b:{fmt}} | {ratio} |"
 
-    burst = results["burst"]
+    burst, total = results["burst"], _total(results)
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    def ready_row(label: str, key: str) -> str:
+        a, b = t[key], g[key]
+        return f"| {label} | {seconds(a)} | {seconds(b)} | {a / b:.2f}x |"
+
+    ready = results.get("ready", 0)
+    ready_rows = [
+        ready_row("time to Ready: create → its replica available, p50 s", "available_p50"),
+        ready_row("time to Ready: create → its replica available, max s", "available_max"),
+        f"| time to Ready: create → the resource's Ready=True condition, p50 s | "
+        f"{seconds(t['ready_p50'])} | - (no status) | - |",
+        f"| time to Ready: create → the resource's Ready=True condition, max s | "
+        f"{seconds(t['ready_max'])} | - (no status) | - |",
+    ] if ready and "available_p50" in t and "available_p50" in g else []  # fmt: skip
 
     return [
         "## Operator next to a Go controller-runtime reconciler (kwok nodes)",
@@ -335,7 +406,9 @@ def render(results: dict[str, Any]) -> list[str]:
         f"Each operator alone on the same control plane, in a namespace of its own; "
         f"{results['resources']} resources one at a time, then a burst of {results['burst']} "
         f"({CONCURRENT_CREATES} creates in flight); each BackgroundWorker has "
-        f"{REPLICAS} replicas (no pods: the kwok nodes hold 110 pods each). "
+        f"{REPLICAS} replicas (no pods: the kwok nodes hold 110 pods each); between the two, "
+        f"{ready} resources of one replica each, one at a time, for the time to Ready (kwok "
+        "marks each pod Ready once it is scheduled). "
         "API requests are the API server's own count "
         "(`apiserver_flowcontrol_dispatched_requests_total` of a FlowSchema that matches only "
         "the operator's ServiceAccount; watches and the status writes included). The Go "
@@ -350,6 +423,7 @@ def render(results: dict[str, Any]) -> list[str]:
         row("create → Deployment, one at a time, p50 ms", "sequential_p50", ".1f", 1000),
         row("create → Deployment, one at a time, p99 ms", "sequential_p99", ".1f", 1000),
         row("API requests per new worker, one at a time", "sequential_requests_per_worker", ".1f"),
+        *ready_rows,
         row(f"burst of {burst} → every create answered, s", "burst_create_seconds", ".1f"),
         row(f"burst of {burst} → all Deployments, s", "burst_seconds", ".1f"),
         row("burst rate, Deployments/s", "burst_rate", ".1f"),
@@ -357,14 +431,15 @@ def render(results: dict[str, Any]) -> list[str]:
         row("burst, per-resource create → Deployment p99 s", "burst_p99", ".2f"),
         row("API requests per new worker, burst", "burst_requests_per_worker", ".1f"),
         row("operator CPU during the burst, s", "burst_cpu_seconds", ".1f"),
-        row(
-            f"operator RSS with {results['burst'] + results['resources']} resources, MiB",
-            "rss_mib",
-            ".0f",
-        ),
+        row(f"operator RSS with {total} resources, MiB", "rss_mib", ".0f"),
         row("operator CPU when quiet, % of a core", "quiet_cpu_share", ".1f", 100),
         "",
     ]
+
+
+def _total(results: dict[str, Any]) -> int:
+    """The resources the operator holds at the end (the warm-up one left out)."""
+    return int(results["burst"] + results["resources"] + results.get("ready", 0))
 
 
 def goals(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
@@ -373,7 +448,7 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     if not t or not g:
         return []
     ratio = t["burst_rate"] / g["burst_rate"]
-    total = results["burst"] + results["resources"]
+    total = _total(results)
     return [
         ("operator burst rate >= 2x the Go baseline's (default settings)",
          f"{t['burst_rate']:.1f}/s vs {g['burst_rate']:.1f}/s ({ratio:.2f}x)", ratio >= 2),
@@ -421,11 +496,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="the operator next to the Go baseline")
     parser.add_argument("resources", type=int, nargs="?", default=100)
     parser.add_argument("burst", type=int, nargs="?", default=1000)
+    parser.add_argument("--ready", type=int, default=READY_RESOURCES,
+                        help="resources of one replica for the time to Ready")  # fmt: skip
     parser.add_argument("--results", type=Path, help="replace the operator section of this file")
     args = parser.parse_args()
     load = Path("/proc/loadavg").read_text().strip()
     began = datetime.now(UTC)
-    figures = run(resources=args.resources, burst=args.burst)
+    figures = run(resources=args.resources, burst=args.burst, ready=args.ready)
     section = render(figures)
     print("\n".join(section))
     if args.results:

@@ -383,6 +383,11 @@ def versions() -> dict[str, str]:
     ).stdout.split()[2]
     return {
         "tickwork": tickwork or "?",
+        "Tickwork's runtime dependencies": ", ".join(
+            line.split(" ", 1)[0]
+            for line in systems.RUNTIME_LOCK.read_text().splitlines()
+            if line and not line.startswith((" ", "#"))
+        ),
         "APScheduler 3": systems.VERSIONS["APSCHEDULER3_VERSION"],
         "APScheduler 4": systems.VERSIONS["APSCHEDULER4_VERSION"],
         "Celery / celery-redbeat": f"{systems.VERSIONS['CELERY_VERSION']} / "
@@ -511,7 +516,9 @@ def render(report: Report) -> str:
         f"RedBeat `redbeat_lock_timeout = {a.ttl:g}` and `beat_max_loop_interval = min(1 s, "
         "period)`, arq defaults (poll delay 0.5 s), APScheduler `coalesce`, "
         "`misfire_grace_time` one period; one redis-server (AOF, `appendfsync everysec`) "
-        "shared by all, flushed between systems",
+        "shared by all, flushed between systems; each system runs from a venv of its own, "
+        "Tickwork's with just what its worker image installs (`images/locks/worker.txt`) "
+        "and this tree's code",
         f"- repeats: {a.repeats} (steady windows of {a.seconds:g} s at 1 s, "
         f"{a.fast_seconds:g} s at 100 ms), back to back, systems interleaved; each figure is "
         "the median over repeats of that repeat's percentile",
@@ -627,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttl", type=float, default=5.0, help="lease TTL / RedBeat lock (s)")
     parser.add_argument("--operator-resources", type=int, default=100)
     parser.add_argument("--operator-burst", type=int, default=1000)
+    parser.add_argument("--operator-ready", type=int, default=None,
+                        help="resources of one replica for the operator's time to Ready "
+                             "(default: bench_operator.READY_RESOURCES)")  # fmt: skip
     parser.add_argument("--only", default="lateness,failover,many,operator")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--json", type=Path, default=None, help="also write the raw numbers")
@@ -714,11 +724,13 @@ def run_parts(bench: Bench, report: Report, only: set[str]) -> None:
     if "operator" in only:
         from bench import bench_operator
 
+        ready = bench_operator.READY_RESOURCES if a.operator_ready is None else a.operator_ready
         try:
             report.operator = _attempt(
                 report, "operator next to the Go baseline",
                 lambda: bench_operator.run(
-                    resources=a.operator_resources, burst=a.operator_burst, base=bench.base
+                    resources=a.operator_resources, burst=a.operator_burst, ready=ready,
+                    base=bench.base,
                 ),
             )  # fmt: skip
         except bench_operator.NotAvailable as exc:

@@ -22,6 +22,8 @@ from tests.support.processes import REPO
 from tests.support.real_node import read_env_file
 
 TICKWORK = Path(sys.executable).with_name("tickwork")
+#: What the worker image installs (``tickwork run`` in the bench runs with just these).
+RUNTIME_LOCK = REPO / "images" / "locks" / "worker.txt"
 CACHE = Path(
     os.environ.get("TICKWORK_CACHE")
     or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tickwork"
@@ -38,6 +40,9 @@ VENVS = {
     / f"celery-{VERSIONS['CELERY_VERSION']}-redbeat-{VERSIONS['REDBEAT_VERSION']}",
     "arq": BENCH_CACHE / f"arq-{VERSIONS['ARQ_VERSION']}",
     "py-spy": BENCH_CACHE / f"py-spy-{VERSIONS['PY_SPY_VERSION']}",
+    # named by the lock's sha256, as mk/bench.mk names it
+    "tickwork-runtime": BENCH_CACHE
+    / f"tickwork-runtime-{hashlib.sha256(RUNTIME_LOCK.read_bytes()).hexdigest()[:12]}",
 }
 
 
@@ -135,13 +140,15 @@ def _period_arg(period: float) -> str:
 def tickwork(
     settings: Settings, replica: str, *, period: float, workers: int = 1, redis: bool = True
 ) -> Process:
-    """``tickwork run`` with one bench worker (``--period``) or WORKERS distinct ones at 1 s."""
+    """``tickwork run`` with one bench worker (``--period``) or WORKERS distinct ones at 1 s,
+    from the venv with only the worker image's dependencies (this tree's code on PYTHONPATH)."""
     if workers == 1:
         names = ["bench.peers.tickwork_bench:Bench", "--period", _period_arg(period)]
     else:
         names = [f"bench.peers.tickwork_bench:Bench{i:04d}" for i in range(workers)]
     ttl = f"{settings.lease_ttl_seconds:g}s"
-    args = [str(TICKWORK), "run", *names, "--replica-id", replica, "--metrics-port", "0",
+    runtime = [str(venv_bin("tickwork-runtime", "python")), "-m", "worker_runtime"]
+    args = [*runtime, "run", *names, "--replica-id", replica, "--metrics-port", "0",
             "--lease-ttl", ttl, "--log-level", "warning"]  # fmt: skip
     if redis:
         args += ["--redis-url", settings.redis_url]

@@ -15,6 +15,12 @@ PEER_APS4 := $(BENCH_DIR)/apscheduler-$(APSCHEDULER4_VERSION)
 PEER_CELERY := $(BENCH_DIR)/celery-$(CELERY_VERSION)-redbeat-$(REDBEAT_VERSION)
 PEER_ARQ := $(BENCH_DIR)/arq-$(ARQ_VERSION)
 PY_SPY_HOME := $(BENCH_DIR)/py-spy-$(PY_SPY_VERSION)
+# Tickwork itself runs from a venv holding just what the worker image installs (its lock,
+# images/locks/worker.txt), this tree's code on PYTHONPATH: the process the bench measures is
+# the one a worker pod runs, without the dev venv's extras (aiohttp alone adds ~10 MiB: svcs
+# imports its aiohttp integration whenever aiohttp is installed).
+RUNTIME_LOCK := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../images/locks/worker.txt)
+TICKWORK_RUNTIME := $(BENCH_DIR)/tickwork-runtime-$(shell sha256sum < $(RUNTIME_LOCK) | cut -c1-12)
 GO_BASELINE_SRC := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../bench/baselines/go-reconciler)
 GO_BASELINE_HASH := $(shell cat $(GO_BASELINE_SRC)/go.mod $(GO_BASELINE_SRC)/go.sum $(GO_BASELINE_SRC)/main.go 2>/dev/null | sha256sum | cut -c1-12)
 GO_BASELINE := $(BENCH_DIR)/go-reconciler-$(GO_BASELINE_HASH)/go-reconciler
@@ -43,7 +49,10 @@ $(PEER_ARQ)/.installed: bench/peers.env
 $(PY_SPY_HOME)/.installed: bench/peers.env
 	$(call peer_venv,$(PY_SPY_HOME),py-spy==$(PY_SPY_VERSION))
 
-bench-peers: $(PEER_APS3)/.installed $(PEER_APS4)/.installed $(PEER_CELERY)/.installed $(PEER_ARQ)/.installed $(PY_SPY_HOME)/.installed ## install the benchmark's peers (APScheduler 3 and 4, Celery + RedBeat, arq) and py-spy (cached)
+$(TICKWORK_RUNTIME)/.installed: $(RUNTIME_LOCK)
+	$(call peer_venv,$(TICKWORK_RUNTIME),--no-deps --require-hashes -r $(RUNTIME_LOCK))
+
+bench-peers: $(PEER_APS3)/.installed $(PEER_APS4)/.installed $(PEER_CELERY)/.installed $(PEER_ARQ)/.installed $(PY_SPY_HOME)/.installed $(TICKWORK_RUNTIME)/.installed ## install the benchmark's peers (APScheduler 3 and 4, Celery + RedBeat, arq), py-spy and Tickwork's runtime-only venv (cached)
 
 $(GO_BASELINE):
 	@command -v go >/dev/null || { echo "the Go baseline needs the go command on PATH" >&2; exit 1; }
