@@ -157,6 +157,7 @@ async def _measure(
     cluster: Cluster, schema: str, reports_status: bool,
 ) -> dict[str, Any]:  # fmt: skip
     from kubernetes_asyncio import client, config, watch
+    from kubernetes_asyncio.client.exceptions import ApiException
 
     api_client = await config.new_client_from_config(config_file=str(kubeconfig))
     custom, apps = client.CustomObjectsApi(api_client), client.AppsV1Api(api_client)
@@ -184,6 +185,11 @@ async def _measure(
                     if wanted and (obj.status.available_replicas or 0) >= wanted:
                         available.setdefault(obj.metadata.name, now)
                     changed.set()
+            except ApiException as exc:  # e.g. 429 while a new CRD's watch cache starts
+                if exc.status not in (410, 429, 500, 503, 504):
+                    raise
+                version = None
+                await asyncio.sleep(0.2)
             finally:
                 await stream.close()
 
@@ -202,6 +208,11 @@ async def _measure(
                     if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
                         worker_ready.setdefault(obj["metadata"]["name"], now)
                         changed.set()
+            except ApiException as exc:  # e.g. 429 while a new CRD's watch cache starts
+                if exc.status not in (410, 429, 500, 503, 504):
+                    raise
+                version = None
+                await asyncio.sleep(0.2)
             finally:
                 await stream.close()
 
@@ -383,21 +394,21 @@ def render(results: dict[str, Any]) -> list[str]:
 
     burst, total = results["burst"], _total(results)
 
-    def seconds(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}"
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.0f}"
 
     def ready_row(label: str, key: str) -> str:
         a, b = t[key], g[key]
-        return f"| {label} | {seconds(a)} | {seconds(b)} | {a / b:.2f}x |"
+        return f"| {label} | {ms(a)} | {ms(b)} | {a / b:.2f}x |"
 
     ready = results.get("ready", 0)
     ready_rows = [
-        ready_row("time to Ready: create → its replica available, p50 s", "available_p50"),
-        ready_row("time to Ready: create → its replica available, max s", "available_max"),
-        f"| time to Ready: create → the resource's Ready=True condition, p50 s | "
-        f"{seconds(t['ready_p50'])} | - (no status) | - |",
-        f"| time to Ready: create → the resource's Ready=True condition, max s | "
-        f"{seconds(t['ready_max'])} | - (no status) | - |",
+        ready_row("time to Ready: create → its replica available, p50 ms", "available_p50"),
+        ready_row("time to Ready: create → its replica available, max ms", "available_max"),
+        f"| time to Ready: create → the resource's Ready=True condition, p50 ms | "
+        f"{ms(t['ready_p50'])} | - (no status) | - |",
+        f"| time to Ready: create → the resource's Ready=True condition, max ms | "
+        f"{ms(t['ready_max'])} | - (no status) | - |",
     ] if ready and "available_p50" in t and "available_p50" in g else []  # fmt: skip
 
     return [

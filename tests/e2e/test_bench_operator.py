@@ -33,4 +33,4 @@ def test_the_operator_bench_measures_both_operators_with_the_api_servers_own_req
         assert figures["rss_mib"] > 5, which
     text = "\n".join(bench_operator.render(results))
     assert "| measurement | Tickwork operator | Go baseline | Tickwork / Go |" in text
-    assert "time to Ready: create → the resource's Ready=True condition, p50 s" in text
+    assert "time to Ready: create → the resource's Ready=True condition, p50 ms" in text
