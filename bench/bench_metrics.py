@@ -10,6 +10,8 @@ Run: ``make bench`` (or ``.venv/bin/python bench/bench_metrics.py``). Prints med
 2. ``generate_latest`` on a registry like the one ``tickwork run`` serves (process, platform
    and GC collectors plus the tickwork families, ``_created`` samples disabled) with enough
    workers for about 1,000 tickwork series.
+3. The memory the metrics of 1,000 workers take: ``tracemalloc``'s traced size after building
+   ``Metrics`` and ``for_worker`` for each (bench_many_workers.py's process runs 1,000).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import dataclasses
 import gc
 import statistics
 import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +39,7 @@ REPEATS = 9
 TICKS_PER_REPEAT = 100_000
 RENDERS_PER_REPEAT = 50
 TARGET_SERIES = 1_000
+MEMORY_WORKERS = 1_000
 
 
 class _Noop:
@@ -168,6 +172,23 @@ def _series_per_worker() -> int:
     return _series(registry) - before
 
 
+def bench_memory() -> None:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        metrics = Metrics(CollectorRegistry())
+        for n in range(MEMORY_WORKERS):
+            metrics.for_worker(f"worker-{n:04d}")
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    print(f"memory of Metrics + {MEMORY_WORKERS:,} workers (tracemalloc, traced):")
+    print(f"  {traced / 2**20:.2f} MiB, {traced / MEMORY_WORKERS / 1024:.1f} KiB per worker")
+
+
 if __name__ == "__main__":
     bench_tick_instrumentation()
     bench_render()
+    bench_memory()

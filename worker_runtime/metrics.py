@@ -1,14 +1,35 @@
 """Prometheus metrics. Every object takes an injected ``CollectorRegistry``.
 
-Per-worker label children are created once (``Metrics.for_worker``) and cached, so the
-tick path does no label lookups. Series are pre-initialised to zero when a worker is added.
+The per-worker families keep their values in plain slotted objects (``CounterValue``,
+``GaugeValue``, ``HistogramValue``) with no locks: the runtime writes them on its one
+event-loop thread. One collector (``Collector`` protocol) registered on the registry exports
+them, with the process-wide families (prometheus_client objects) in between, in the order and
+with the bytes prometheus_client's own labelled children would give. The metrics server renders
+from another thread: each histogram is copied in one step (its bucket counts and sum live in
+one list), so a scrape never sees a count that differs from its ``+Inf`` bucket.
+
+``Metrics.for_worker`` creates a worker's series (at zero) once and caches them, so the tick
+path does no label lookups.
 """
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import metrics as _client_metrics
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.samples import Sample
+from prometheus_client.utils import INF, floatToGoString
 
 from worker_runtime.outcomes import FINISHED_OUTCOMES, LeaseLoss, Outcome
 from worker_runtime.version import __version__
@@ -18,6 +39,9 @@ __all__ = [
     "LEASE_OPERATIONS",
     "OUTCOMES",
     "SKIP_REASONS",
+    "CounterValue",
+    "GaugeValue",
+    "HistogramValue",
     "Metrics",
     "WorkerMetrics",
 ]
@@ -38,139 +62,350 @@ LOOP_STALL_SECONDS = 1.0
 LEASE_OP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
+class CounterValue:
+    """One counter series' value (no lock: written on the event loop's thread only)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self.value += amount
+
+
+class GaugeValue:
+    """One gauge series' value (no lock: written on the event loop's thread only)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+
+class HistogramValue:
+    """One histogram series: ``counts`` holds each bucket's own count (not cumulative, the
+    last one ``+Inf``) and then the sum, in one list, so ``list(counts)`` is a consistent
+    snapshot (one step under the GIL)."""
+
+    __slots__ = ("bounds", "counts")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds  # ascending, ending with +Inf; shared by the family's series
+        self.counts = [0.0] * (len(bounds) + 1)
+
+    def observe(self, amount: float) -> None:
+        counts = self.counts
+        counts[bisect_left(self.bounds, amount)] += 1.0
+        counts[-1] += amount
+
+
+def _upper_bounds(buckets: tuple[float, ...]) -> tuple[float, ...]:
+    return (*(float(b) for b in buckets), INF)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerMetrics:
+    """One worker's series, looked up once."""
+
+    ticks: dict[str, CounterValue]
+    skipped: dict[str, CounterValue]
+    duration: HistogramValue
+    lateness: HistogramValue
+    last_success: GaugeValue
+    last_run: GaugeValue
+    next_scheduled: GaugeValue
+    in_progress: GaugeValue
+    lease_held: GaugeValue
+    fencing_token: GaugeValue
+    acquisitions: CounterValue
+    losses: dict[str, CounterValue]
+    clock_corrections: CounterValue
+
+    @classmethod
+    def create(cls) -> WorkerMetrics:
+        """A worker's series, every one at zero."""
+        return cls(
+            ticks={o: CounterValue() for o in OUTCOMES},
+            skipped={r: CounterValue() for r in SKIP_REASONS},
+            duration=HistogramValue(_DURATION_BOUNDS),
+            lateness=HistogramValue(_LATENESS_BOUNDS),
+            last_success=GaugeValue(),
+            last_run=GaugeValue(),
+            next_scheduled=GaugeValue(),
+            in_progress=GaugeValue(),
+            lease_held=GaugeValue(),
+            fencing_token=GaugeValue(),
+            acquisitions=CounterValue(),
+            losses={r: CounterValue() for r in LEASE_LOSS_REASONS},
+            clock_corrections=CounterValue(),
+        )
+
+    def tick_finished(self, outcome: Outcome, *, duration: float, ended_at: float) -> None:
+        self.ticks[outcome].inc()
+        self.duration.observe(duration)
+        self.last_run.set(ended_at)
+        if outcome is Outcome.SUCCESS:
+            self.last_success.set(ended_at)
+
+
+_DURATION_BOUNDS = _upper_bounds(DURATION_BUCKETS)
+_LATENESS_BOUNDS = _upper_bounds(LATENESS_BUCKETS)
+#: Each histogram's ``le`` label values, formatted as prometheus_client formats them.
+_LE_LABELS: dict[tuple[float, ...], tuple[str, ...]] = {
+    bounds: tuple(floatToGoString(b) for b in bounds)  # type: ignore[no-untyped-call]
+    for bounds in (_DURATION_BOUNDS, _LATENESS_BOUNDS)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    """One per-worker family: where its values live in ``WorkerMetrics`` and how it is named.
+    ``label`` is the second label (after ``worker``) of a field that maps it to values."""
+
+    field: str
+    name: str
+    documentation: str
+    kind: Literal["counter", "gauge", "histogram"]
+    label: str | None = None
+
+    def empty(self) -> Metric:
+        labels = ["worker"] if self.label is None else ["worker", self.label]
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name, self.documentation, labels=labels)
+        if self.kind == "gauge":
+            return GaugeMetricFamily(self.name, self.documentation, labels=labels)
+        return HistogramMetricFamily(self.name, self.documentation, labels=labels)
+
+    def collect(self, workers: Iterable[_Worker], *, created: bool) -> Metric:
+        family = self.empty()
+        for worker in workers:
+            value = getattr(worker.metrics, self.field)
+            if self.label is None:
+                self._add(family, [worker.name], value, worker.created if created else None)
+            else:
+                for key, child in value.items():
+                    self._add(
+                        family, [worker.name, key], child, worker.created if created else None
+                    )
+        return family
+
+    @staticmethod
+    def _add(
+        family: Metric,
+        labels: list[str],
+        value: CounterValue | GaugeValue | HistogramValue,
+        created: float | None,
+    ) -> None:
+        if isinstance(family, CounterMetricFamily):
+            assert isinstance(value, CounterValue)
+            family.add_metric(labels, value.value, created=created)
+        elif isinstance(family, GaugeMetricFamily):
+            assert isinstance(value, GaugeValue)
+            family.add_metric(labels, value.value)
+        else:
+            assert isinstance(family, HistogramMetricFamily)
+            assert isinstance(value, HistogramValue)
+            counts = list(value.counts)  # one step: the sum and buckets of the same moment
+            buckets = []
+            cumulative = 0.0
+            for le, count in zip(_LE_LABELS[value.bounds], counts, strict=False):
+                cumulative += count
+                buckets.append((le, cumulative))
+            family.add_metric(labels, buckets, counts[-1])
+            if created is not None:
+                family.samples.append(
+                    Sample(family.name + "_created", {"worker": labels[0]}, created)
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class _Worker:
+    name: str
+    created: float  # when its series were created (Unix time), for the _created samples
+    metrics: WorkerMetrics
+
+
+class _Exporter:
+    """The collector of the runtime's families: the per-worker ones from the workers'
+    ``WorkerMetrics`` (in the order the workers were added), the process-wide ones from their
+    prometheus_client objects, in the order the families were registered before this store."""
+
+    def __init__(self, parts: list[_Family | Counter | Gauge | Histogram]) -> None:
+        self._parts = parts
+        self.workers: list[_Worker] = []
+
+    def collect(self) -> Iterator[Metric]:
+        created = _client_metrics._use_created
+        workers = tuple(self.workers)
+        for part in self._parts:
+            if isinstance(part, _Family):
+                yield part.collect(workers, created=created)
+            else:
+                yield from part.collect()
+
+    def describe(self) -> Iterator[Metric]:
+        for part in self._parts:
+            if isinstance(part, _Family):
+                yield part.empty()
+            else:
+                yield from part.describe()
+
+
 class Metrics:
-    """All of the runtime's metric families, registered on ``registry``."""
+    """All of the runtime's metric families, registered on ``registry`` (one collector)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.ticks = Counter(
-            "tickwork_ticks",
-            "Runs of do_work, by outcome.",
-            ["worker", "outcome"],
-            registry=registry,
-        )
-        self.skipped = Counter(
-            "tickwork_ticks_skipped",
-            "Scheduled slots not run, by reason (overlap, misfire, not_leader).",
-            ["worker", "reason"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "tickwork_tick_duration_seconds",
-            "How long do_work ran.",
-            ["worker"],
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.lateness = Histogram(
-            "tickwork_tick_lateness_seconds",
-            "When do_work started (after the slot's claim) minus its scheduled start "
-            "(jitter excluded).",
-            ["worker"],
-            buckets=LATENESS_BUCKETS,
-            registry=registry,
-        )
-        self.last_success = Gauge(
-            "tickwork_tick_last_success_timestamp_seconds",
-            "When the latest successful run on this replica ended (Unix time).",
-            ["worker"],
-            registry=registry,
-        )
-        self.last_run = Gauge(
-            "tickwork_tick_last_run_timestamp_seconds",
-            "When the latest run on this replica ended, whatever its outcome (Unix time).",
-            ["worker"],
-            registry=registry,
-        )
-        self.next_scheduled = Gauge(
-            "tickwork_tick_next_scheduled_timestamp_seconds",
-            "The next slot this replica will run if it holds the lease (Unix time).",
-            ["worker"],
-            registry=registry,
-        )
-        self.in_progress = Gauge(
-            "tickwork_ticks_in_progress",
-            "Runs of do_work executing now on this replica.",
-            ["worker"],
-            registry=registry,
-        )
-        self.lease_held = Gauge(
-            "tickwork_lease_held",
-            "1 while this replica holds the worker's lease.",
-            ["worker"],
-            registry=registry,
-        )
-        self.fencing_token = Gauge(
-            "tickwork_lease_fencing_token",
-            "The fencing token of this replica's latest lease acquisition.",
-            ["worker"],
-            registry=registry,
-        )
-        self.acquisitions = Counter(
-            "tickwork_lease_acquisitions",
-            "Lease acquisitions by this replica.",
-            ["worker"],
-            registry=registry,
-        )
-        self.losses = Counter(
-            "tickwork_lease_losses",
-            "Leases this replica stopped holding, by reason (expired, stolen, released).",
-            ["worker", "reason"],
-            registry=registry,
-        )
         self.lease_op_duration = Histogram(
             "tickwork_lease_operation_duration_seconds",
             "Round trip of the lease keeper's calls to the backend, by operation.",
             ["op"],
             buckets=LEASE_OP_BUCKETS,
-            registry=registry,
+            registry=None,
         )
         self.redis_errors = Counter(
             "tickwork_redis_errors",
             "Redis operations that failed (connection loss, timeout, error reply).",
             ["op"],
-            registry=registry,
+            registry=None,
         )
         self.loop_lag = Gauge(
             "tickwork_event_loop_lag_seconds",
             "How late the event loop woke its latest periodic check (0 when it keeps up).",
-            registry=registry,
+            registry=None,
         )
         self.loop_stalls = Counter(
             "tickwork_event_loop_stalls",
             f"Times the event loop was blocked for {LOOP_STALL_SECONDS:g}s or more "
             "(blocking code in a tick).",
-            registry=registry,
+            registry=None,
         )
         self.clock_offset = Gauge(
             "tickwork_clock_offset_seconds",
             "The Redis server's clock minus this host's (slots are planned on the server's).",
-            registry=registry,
-        )
-        self.clock_corrections = Counter(
-            "tickwork_clock_corrections",
-            "Slots recorded or planned far ahead of the server's clock, corrected or refused.",
-            ["worker"],
-            registry=registry,
+            registry=None,
         )
         self.build_info = Gauge(
             "tickwork_build_info",
             "Always 1; the version label says which tickwork runs.",
             ["version"],
-            registry=registry,
+            registry=None,
         )
         self.build_info.labels(version=__version__).set(1)
         self.lease_ops = {op: self.lease_op_duration.labels(op=op) for op in LEASE_OPERATIONS}
         self.redis_error_children = {op: self.redis_errors.labels(op=op) for op in REDIS_OPERATIONS}
         for child in self.redis_error_children.values():
             child.inc(0)
+        self._exporter = _Exporter(
+            [
+                _Family(
+                    "ticks", "tickwork_ticks", "Runs of do_work, by outcome.", "counter", "outcome"
+                ),
+                _Family(
+                    "skipped",
+                    "tickwork_ticks_skipped",
+                    "Scheduled slots not run, by reason (overlap, misfire, not_leader).",
+                    "counter",
+                    "reason",
+                ),
+                _Family(
+                    "duration",
+                    "tickwork_tick_duration_seconds",
+                    "How long do_work ran.",
+                    "histogram",
+                ),
+                _Family(
+                    "lateness",
+                    "tickwork_tick_lateness_seconds",
+                    "When do_work started (after the slot's claim) minus its scheduled start "
+                    "(jitter excluded).",
+                    "histogram",
+                ),
+                _Family(
+                    "last_success",
+                    "tickwork_tick_last_success_timestamp_seconds",
+                    "When the latest successful run on this replica ended (Unix time).",
+                    "gauge",
+                ),
+                _Family(
+                    "last_run",
+                    "tickwork_tick_last_run_timestamp_seconds",
+                    "When the latest run on this replica ended, whatever its outcome (Unix time).",
+                    "gauge",
+                ),
+                _Family(
+                    "next_scheduled",
+                    "tickwork_tick_next_scheduled_timestamp_seconds",
+                    "The next slot this replica will run if it holds the lease (Unix time).",
+                    "gauge",
+                ),
+                _Family(
+                    "in_progress",
+                    "tickwork_ticks_in_progress",
+                    "Runs of do_work executing now on this replica.",
+                    "gauge",
+                ),
+                _Family(
+                    "lease_held",
+                    "tickwork_lease_held",
+                    "1 while this replica holds the worker's lease.",
+                    "gauge",
+                ),
+                _Family(
+                    "fencing_token",
+                    "tickwork_lease_fencing_token",
+                    "The fencing token of this replica's latest lease acquisition.",
+                    "gauge",
+                ),
+                _Family(
+                    "acquisitions",
+                    "tickwork_lease_acquisitions",
+                    "Lease acquisitions by this replica.",
+                    "counter",
+                ),
+                _Family(
+                    "losses",
+                    "tickwork_lease_losses",
+                    "Leases this replica stopped holding, by reason (expired, stolen, released).",
+                    "counter",
+                    "reason",
+                ),
+                self.lease_op_duration,
+                self.redis_errors,
+                self.loop_lag,
+                self.loop_stalls,
+                self.clock_offset,
+                _Family(
+                    "clock_corrections",
+                    "tickwork_clock_corrections",
+                    "Slots recorded or planned far ahead of the server's clock, corrected or "
+                    "refused.",
+                    "counter",
+                ),
+                self.build_info,
+            ]
+        )
+        registry.register(self._exporter)
         self._workers: dict[str, WorkerMetrics] = {}
 
     def for_worker(self, worker: str) -> WorkerMetrics:
-        """The worker's cached label children, created (at zero) on first use."""
+        """The worker's cached series, created (at zero) on first use."""
         cached = self._workers.get(worker)
         if cached is None:
-            cached = self._workers[worker] = WorkerMetrics.create(self, worker)
+            cached = self._workers[worker] = WorkerMetrics.create()
+            self._exporter.workers.append(_Worker(worker, time.time(), cached))
         return cached
 
     def lease_op(self, op: str) -> Histogram:
@@ -185,62 +420,3 @@ class Metrics:
         if child is None:
             child = self.redis_error_children[op] = self.redis_errors.labels(op=op)
         child.inc()
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerMetrics:
-    """One worker's label children, looked up once."""
-
-    ticks: dict[str, Counter]
-    skipped: dict[str, Counter]
-    duration: Histogram
-    lateness: Histogram
-    last_success: Gauge
-    last_run: Gauge
-    next_scheduled: Gauge
-    in_progress: Gauge
-    lease_held: Gauge
-    fencing_token: Gauge
-    acquisitions: Counter
-    losses: dict[str, Counter]
-    clock_corrections: Counter
-
-    @classmethod
-    def create(cls, metrics: Metrics, worker: str) -> WorkerMetrics:
-        wm = cls(
-            ticks={o: metrics.ticks.labels(worker=worker, outcome=o) for o in OUTCOMES},
-            skipped={r: metrics.skipped.labels(worker=worker, reason=r) for r in SKIP_REASONS},
-            duration=metrics.duration.labels(worker=worker),
-            lateness=metrics.lateness.labels(worker=worker),
-            last_success=metrics.last_success.labels(worker=worker),
-            last_run=metrics.last_run.labels(worker=worker),
-            next_scheduled=metrics.next_scheduled.labels(worker=worker),
-            in_progress=metrics.in_progress.labels(worker=worker),
-            lease_held=metrics.lease_held.labels(worker=worker),
-            fencing_token=metrics.fencing_token.labels(worker=worker),
-            acquisitions=metrics.acquisitions.labels(worker=worker),
-            losses={r: metrics.losses.labels(worker=worker, reason=r) for r in LEASE_LOSS_REASONS},
-            clock_corrections=metrics.clock_corrections.labels(worker=worker),
-        )
-        # Touch every child so each series is exported at zero from the start.
-        for counter in (*wm.ticks.values(), *wm.skipped.values(), *wm.losses.values()):
-            counter.inc(0)
-        wm.acquisitions.inc(0)
-        wm.clock_corrections.inc(0)
-        for gauge in (
-            wm.last_success,
-            wm.last_run,
-            wm.next_scheduled,
-            wm.in_progress,
-            wm.lease_held,
-            wm.fencing_token,
-        ):
-            gauge.set(0)
-        return wm
-
-    def tick_finished(self, outcome: Outcome, *, duration: float, ended_at: float) -> None:
-        self.ticks[outcome].inc()
-        self.duration.observe(duration)
-        self.last_run.set(ended_at)
-        if outcome is Outcome.SUCCESS:
-            self.last_success.set(ended_at)
