@@ -19,6 +19,9 @@ import gc
 import logging
 import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,12 +36,14 @@ from prometheus_client import (
 )
 
 from worker_runtime.config import RuntimeSettings
+from worker_runtime.durations import format_duration
 from worker_runtime.leases import InProcessLeases, LeaseProvider
 from worker_runtime.leasing import LeaseTiming
 from worker_runtime.loading import describe_exception, load_attribute, load_worker_class
 from worker_runtime.logs import configure_logging
 from worker_runtime.manager import ManagerOptions, WorkerManager
 from worker_runtime.metrics import Metrics
+from worker_runtime.rules import STOP_OVERRUN_SECONDS
 from worker_runtime.serving import HealthServer, LoopLagMonitor
 from worker_runtime.status import StatusDocument, render_status_document
 from worker_runtime.worker import PeriodicWorker
@@ -241,23 +246,97 @@ def _freeze_startup_objects() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+#: The exit code when the shutdown overran its grace by ``STOP_OVERRUN_SECONDS``.
+EXIT_STOP_OVERRUN = 1
+
+
+class StopWatchdog:
+    """Ends the process if a shutdown takes ``STOP_OVERRUN_SECONDS`` past its grace.
+
+    A thread of its own, so that it fires even while do_work blocks the event loop. It exits
+    without releasing the leases (like a kill: they expire after their TTL, and no other
+    replica may run while this one's work may still be running)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._deadline: float | None = None  # time.monotonic()
+        # reentrant: arm() runs in a signal handler, which may interrupt arm() itself
+        self._changed = threading.Condition(threading.RLock())
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float) -> None:
+        """Exit unless ``disarm()`` comes within ``seconds`` (an earlier deadline wins)."""
+        with self._changed:
+            deadline = time.monotonic() + seconds
+            self._deadline = deadline if self._deadline is None else min(deadline, self._deadline)
+            self._changed.notify_all()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="stop-watchdog", daemon=True)
+            self._thread.start()
+
+    def disarm(self) -> None:
+        with self._changed:
+            self._deadline = None
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _watch(self) -> None:
+        with self._changed:
+            while self._deadline is not None:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+            if self._deadline is None:
+                return
+        log.error(
+            "the shutdown did not end %s after its grace ran out (still running: %s; a "
+            "do_work that catches its cancellation and goes on, or blocks the event loop): "
+            "exiting %d without releasing the leases (they expire after their TTL)",
+            format_duration(STOP_OVERRUN_SECONDS),
+            ", ".join(_ticks_running(self._loop)) or "?",
+            EXIT_STOP_OVERRUN,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_STOP_OVERRUN)
+
+
+def _ticks_running(loop: asyncio.AbstractEventLoop) -> list[str]:
+    """The names of the tick tasks not done (read from another thread: best effort)."""
+    try:
+        tasks = asyncio.all_tasks(loop)
+    except RuntimeError:
+        return []
+    return sorted(t.get_name() for t in tasks if t.get_name().startswith("tick:"))
+
+
 async def _until_signalled(manager: WorkerManager, lag: LoopLagMonitor) -> int:
     loop = asyncio.get_running_loop()
     signals_seen = 0
+    watchdog = StopWatchdog(loop)
 
-    def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
+    def on_signal(signum: int, seen: int) -> None:  # on the event loop
         name = signal.Signals(signum).name
-        if signals_seen == 1:
+        if seen == 1:
             log.info("%s received: shutting down gracefully", name)
             manager.stop()
         else:
             log.warning("%s received again: cancelling in-flight ticks now", name)
             manager.stop(grace_seconds=0)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
+    def handler(signum: int, _frame: object) -> None:
+        # A Python-level handler (not loop.add_signal_handler): it runs, and arms the
+        # watchdog, even while do_work blocks the event loop.
+        nonlocal signals_seen
+        signals_seen += 1
+        grace = manager.options.shutdown_grace_seconds if signals_seen == 1 else 0.0
+        watchdog.arm(grace + STOP_OVERRUN_SECONDS)
+        loop.call_soon_threadsafe(on_signal, signum, signals_seen)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         async with asyncio.TaskGroup() as tg:
             lag_task = tg.create_task(lag.run(), name="loop-lag")
@@ -266,6 +345,7 @@ async def _until_signalled(manager: WorkerManager, lag: LoopLagMonitor) -> int:
             finally:
                 lag_task.cancel()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        watchdog.disarm()
+        for sig, before in previous.items():
+            signal.signal(sig, before)
     return 0

@@ -22,6 +22,7 @@ __all__ = [
     "MIN_LEASE_TTL_SECONDS",
     "MIN_PERIOD_SECONDS",
     "MIN_RENEW_INTERVAL_SECONDS",
+    "STOP_OVERRUN_SECONDS",
     "check_jitter",
     "check_lease",
     "check_period",
@@ -42,6 +43,12 @@ MIN_RENEW_INTERVAL_SECONDS = 0.1
 #: retried before the lease runs out.
 MAX_RENEW_FRACTION = 0.5
 DEFAULT_RENEW_FRACTION = 1 / 3
+#: After the shutdown grace (or a second signal), how long ``tickwork run`` may still take to
+#: cancel its ticks and release its leases. Past it (a do_work that keeps catching its
+#: cancellation, or blocks the event loop) the process exits 1 at once, its leases left to
+#: expire after their TTL. Below the pod's termination margin, so the kubelet never has to
+#: kill it.
+STOP_OVERRUN_SECONDS = 5.0
 
 
 def _shown(seconds: float, text: str | None) -> str:

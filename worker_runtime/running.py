@@ -28,6 +28,10 @@ __all__ = ["Shutdown", "WorkerRunner"]
 log = logging.getLogger(__name__)
 tick_log = logging.getLogger("tickwork.worker")
 
+#: A run still going this long after its ``timeout`` cancelled it (its do_work caught the
+#: cancellation and went on) is cancelled again, and again after as long, until it ends.
+TIMEOUT_RECANCEL_SECONDS = 1.0
+
 
 @dataclass(slots=True)
 class Shutdown:
@@ -398,7 +402,12 @@ class WorkerRunner:
                     asyncio.get_running_loop().time() + (wait_until - self._clock()),
                     asyncio.Event(),
                 )
-            start.at = asyncio.get_running_loop().time()
+            loop = asyncio.get_running_loop()
+            start.at = loop.time()
+            if timeout is not None:
+                # The supervisor looks again once the timeout has had time to end the run.
+                start.overdue_at = start.at + timeout + TIMEOUT_RECANCEL_SECONDS
+                start.alarm = loop.call_at(start.overdue_at, self._wake.set)
             self._wm.in_progress.inc()
             try:
                 async with asyncio.timeout(timeout) as scope:
@@ -432,6 +441,8 @@ class WorkerRunner:
                 return Outcome.TIMEOUT
             return Outcome.SUCCESS
         finally:
+            if start.alarm is not None:
+                start.alarm.cancel()
             try:
                 await container.aclose()
             except Exception:
@@ -452,13 +463,13 @@ class WorkerRunner:
 
         task.add_done_callback(on_done)
         cancelled_by_us = False
+        timed_out = False  # cancelled again after its timeout: it counts as a timeout
         try:
             while not task.done():
                 if not start.began() and (
                     self._shutdown.requested.is_set() or not self._keeper.check(term)
                 ):
-                    task.cancel("tickwork: not started")
-                    await asyncio.wait([task])
+                    await self._cancelled(task, ctx, "tickwork: not started")
                     if not start.began():
                         return None
                     cancelled_by_us = True
@@ -481,18 +492,21 @@ class WorkerRunner:
                     ctx.stopping.set()
                     ctx.logger.warning("the lease was lost: cancelling the tick")
                     cancelled_by_us = True
-                    task.cancel("tickwork: lease lost")
-                    await asyncio.wait([task])
+                    await self._cancelled(task, ctx, "tickwork: lease lost")
                     break
                 if self._grace_over():
                     ctx.logger.warning("the shutdown grace period ran out: cancelling the tick")
                     cancelled_by_us = True
-                    task.cancel("tickwork: shutdown grace period ran out")
-                    await asyncio.wait([task])
+                    await self._cancelled(task, ctx, "tickwork: shutdown grace period ran out")
                     break
+                if start.overdue_at is not None and _now() >= start.overdue_at:
+                    self._cancel_again(task, ctx, start, first=not timed_out)
+                    timed_out = True
         except asyncio.CancelledError:
             task.cancel()
             raise
+        if timed_out and (task.cancelled() or not cancelled_by_us):
+            return Outcome.TIMEOUT
         if task.cancelled() or cancelled_by_us:
             return Outcome.CANCELLED
         exc = task.exception()
@@ -510,6 +524,40 @@ class WorkerRunner:
             )
             return Outcome.LEASE_LOST
         return task.result()
+
+    async def _cancelled(self, task: asyncio.Task[Outcome], ctx: TickContext, why: str) -> None:
+        """Cancel the run and wait until it has ended, cancelling it again every
+        ``TIMEOUT_RECANCEL_SECONDS`` while its do_work catches the cancellation and goes on."""
+        task.cancel(why)
+        attempts = 1
+        while not (await asyncio.wait([task], timeout=TIMEOUT_RECANCEL_SECONDS))[0]:
+            if attempts in (1, 10, 100, 1000) or attempts % 10_000 == 0:  # not once a second
+                ctx.logger.error(
+                    "tick still runs after %d cancellation(s) (%s): cancelling it again every "
+                    "%s (do_work must let CancelledError propagate)",
+                    attempts,
+                    why.removeprefix("tickwork: "),
+                    format_duration(TIMEOUT_RECANCEL_SECONDS),
+                )
+            attempts += 1
+            task.cancel(why)
+
+    def _cancel_again(
+        self, task: asyncio.Task[Outcome], ctx: TickContext, start: _Start, *, first: bool
+    ) -> None:
+        """The run outlived its timeout's cancellation (do_work caught it and went on):
+        cancel it again, and once more every ``TIMEOUT_RECANCEL_SECONDS`` until it ends."""
+        if first:
+            ctx.logger.error(
+                "tick timed out after %s and went on after its cancellation; cancelling it "
+                "again every %s until it ends (do_work must let CancelledError propagate)",
+                format_duration(self.schedule.timeout_seconds or 0),
+                format_duration(TIMEOUT_RECANCEL_SECONDS),
+            )
+        task.cancel("tickwork: timed out (again)")
+        loop = asyncio.get_running_loop()
+        start.overdue_at = loop.time() + TIMEOUT_RECANCEL_SECONDS
+        start.alarm = loop.call_at(start.overdue_at, self._wake.set)
 
     def _grace_over(self) -> bool:
         deadline = self._shutdown.deadline
@@ -536,6 +584,9 @@ class _Start:
     """When a tick's work started (loop time); ``None`` until it has."""
 
     at: float | None = None
+    #: With a timeout: when the supervisor looks again whether the run has ended.
+    overdue_at: float | None = None
+    alarm: asyncio.TimerHandle | None = None
 
     def began(self) -> bool:
         return self.at is not None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import svcs
@@ -388,6 +389,84 @@ def test_a_tick_that_swallows_the_cancellation_of_its_timeout_counts_as_a_timeou
     assert sample(manager, "tickwork_ticks_total", outcome="timeout", **w) == 1
     assert sample(manager, "tickwork_ticks_total", outcome="success", **w) == 0
     assert any("swallowed its cancellation" in r.getMessage() for r in caplog.records)
+
+
+class GoesOnWorker(PeriodicWorker):
+    """Catches the cancellation of its timeout and goes on working (for up to 100 s)."""
+
+    period = 1.0
+    mode = "rate"
+    run_on_start = True
+    timeout = 0.5
+    ended: ClassVar[list[float]] = []
+
+    async def do_work(self, ctx: TickContext) -> None:
+        try:
+            await asyncio.sleep(50)
+        except asyncio.CancelledError:
+            if ctx.tick > 1:
+                raise
+        await asyncio.sleep(50)  # the first tick goes on after its timeout
+        GoesOnWorker.ended.append(asyncio.get_running_loop().time())
+
+
+def test_a_tick_that_goes_on_after_its_timeout_is_cancelled_again_and_counts_as_a_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main(loop: VirtualTimeLoop) -> WorkerManager:
+        manager = make_manager(loop)
+        await manager.add(GoesOnWorker())
+        await run_for(manager, 4.2)
+        return manager
+
+    manager = run_virtual(main)
+    w = {"worker": "GoesOnWorker"}
+    # tick 1 caught its timeout at 0.5 s, was cancelled again at 1.5 s and ended then; the
+    # slots at 2, 3 and 4 s ran and timed out as usual (the one at 1 s was an overlap)
+    assert sample(manager, "tickwork_ticks_total", outcome="timeout", **w) == 4
+    assert sample(manager, "tickwork_ticks_skipped_total", reason="overlap", **w) == 1
+    assert sample(manager, "tickwork_ticks_total", outcome="success", **w) == 0
+    assert sample(manager, "tickwork_ticks_in_progress", **w) == 0
+    assert GoesOnWorker.ended == []
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert sum("went on after its cancellation" in m for m in said) == 1
+
+
+class StubbornWorker(PeriodicWorker):
+    """Catches every cancellation but the fourth."""
+
+    period = 10.0
+    run_on_start = True
+    cancellations: ClassVar[int] = 0
+
+    async def do_work(self, ctx: TickContext) -> None:
+        while True:
+            try:
+                await asyncio.sleep(100)
+            except asyncio.CancelledError:
+                StubbornWorker.cancellations += 1
+                if StubbornWorker.cancellations == 4:
+                    raise
+
+
+def test_a_tick_that_catches_its_cancellation_at_shutdown_is_cancelled_until_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[WorkerManager, float]:
+        manager = make_manager(loop, grace=1.0)
+        await manager.add(StubbornWorker())
+        await run_for(manager, 0.5)  # returns once the manager has stopped
+        return manager, loop.time()
+
+    manager, stopped_at = run_virtual(main)
+    assert StubbornWorker.cancellations == 4
+    # the grace of 1 s, then a cancellation a second until the fourth took
+    assert stopped_at == pytest.approx(0.5 + 1.0 + 3 * 1.0, abs=0.05)
+    w = {"worker": "StubbornWorker"}
+    assert sample(manager, "tickwork_ticks_total", outcome="cancelled", **w) == 1
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("still runs after 1 cancellation(s) (shutdown grace period ran out)" in m
+               for m in said)  # fmt: skip
 
 
 class _ClaimSlotOnly(LeaseBackend):

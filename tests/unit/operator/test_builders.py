@@ -211,6 +211,15 @@ def test_termination_grace_is_above_the_shutdown_grace(grace: str, expected: int
     assert pod["terminationGracePeriodSeconds"] == expected
 
 
+def test_the_kubelet_waits_past_the_runtimes_own_bound_on_a_shutdown() -> None:
+    """``tickwork run`` exits at the latest ``STOP_OVERRUN_SECONDS`` after its grace: before
+    the kubelet would kill it (it then exits on its own, saying which tick did not stop)."""
+    from worker_operator.constants import DEFAULTS
+    from worker_runtime.rules import STOP_OVERRUN_SECONDS
+
+    assert DEFAULTS.termination_margin_seconds >= STOP_OVERRUN_SECONDS + 1
+
+
 def test_recommended_labels_and_an_immutable_selector() -> None:
     deployment = deployment_for(podLabels={"team": "admin"})
     labels = deployment["metadata"]["labels"]
