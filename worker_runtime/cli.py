@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import re
 import socket
 import sys
 import traceback
@@ -190,8 +191,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> RuntimeSe
         if value is not None:
             overrides[key] = value
     if len(args.workers) > 1 and (overrides or inputs.get("name")):
-        flags = ", ".join(f"--{k.replace('_', '-')}" for k in overrides) or "--name"
-        raise UsageError(f"{flags} apply only when one worker is run, not {len(args.workers)}")
+        given = [inputs.source(k.replace("_", "-")) for k in overrides] or [inputs.source("name")]
+        verb = "applies" if len(given) == 1 else "apply"
+        raise UsageError(
+            f"{', '.join(given)} {verb} only when one worker is run, not {len(args.workers)}"
+        )
     name = inputs.parse("name", validate_worker_name)
     log_format = inputs.parse(
         "log-format", lambda v: _check_choice(v, LOG_FORMATS, "log format"), "text"
@@ -312,11 +316,34 @@ def _trigger(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return code
 
 
+_NEGATIVE = re.compile(r"-[0-9.]")
+_NO_VALUE_FLAGS = frozenset({"--help", "--version", "--json", *_BOOL_FLAGS})
+
+
+def _negative_values_attached(argv: Sequence[str]) -> list[str]:
+    """``--period -1s`` as ``--period=-1s``: argparse takes a value that starts with ``-``
+    for a flag of its own ("expected one argument"), so the error would not name it."""
+    out: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token.startswith("--") and "=" not in token and token not in _NO_VALUE_FLAGS:
+            value = next(tokens, None)
+            if value is not None and _NEGATIVE.match(value):
+                out.append(f"{token}={value}")
+                continue
+            out.append(token)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environment = current_env() if env is None else env
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_negative_values_attached(sys.argv[1:] if argv is None else argv))
         if args.command == "run":
             return _run(args, environment)
         if args.command == "status":

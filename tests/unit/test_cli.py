@@ -123,8 +123,17 @@ W = "tests.workers.sample:Ticker"
         (
             ["run", W, "tests.workers.sample:NoSchedule", "--period", "1s"],
             {},
-            "apply only when one worker is run",
+            "--period applies only when one worker is run, not 2",
         ),
+        (
+            ["run", W, "tests.workers.sample:NoSchedule", "--jitter", "1s"],
+            {"TICKWORK_PERIOD": "1s"},
+            "TICKWORK_PERIOD, --jitter apply only when one worker is run, not 2",
+        ),
+        # a value that starts with "-" is the flag's value, named in the error
+        (["run", W, "--period", "-1s"], {}, "--period: period '-1s' is not a duration"),
+        (["run", W, "--shutdown-grace", "-5s"], {}, "shutdown grace '-5s' is not a duration"),
+        (["trigger", "Ticker", "--wait", "-1s"], {}, "--wait '-1s' is not a duration"),
         (["run", W, "--name", "bad name!"], {}, "worker name 'bad name!' must be"),
         (["run", W, "--frobnicate"], {}, "unrecognized arguments: --frobnicate"),
         (["run"], {}, "the following arguments are required"),
