@@ -32,7 +32,7 @@ from worker_runtime.durations import parse_duration
 from worker_runtime.loading import check_spec
 from worker_runtime.logs import LOG_FORMATS, check_level
 from worker_runtime.redis_urls import check_redis_url
-from worker_runtime.rules import check_lease, check_period, load_timezone
+from worker_runtime.rules import check_lease, check_period, check_shutdown_grace, load_timezone
 from worker_runtime.scheduling import SCHEDULE_OPTIONS, Misfire, Mode
 from worker_runtime.version import __version__
 from worker_runtime.worker import validate_worker_name
@@ -179,6 +179,12 @@ def _schedule_override(key: str, raw: str, *, what: str) -> object:
     return raw
 
 
+def _shutdown_grace(text: str) -> float:
+    seconds = duration_arg(text, what="shutdown grace")
+    check_shutdown_grace(seconds, text=text)
+    return seconds
+
+
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> RuntimeSettings:
     """Flags win over ``TICKWORK_*`` variables, which win over defaults. Everything that can
     be checked without importing user code is checked here; a mistake is a ``UsageError``
@@ -235,7 +241,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> RuntimeSe
         services=services,
         replica_id=inputs.parse("replica-id", check_replica_id, socket.gethostname()) or "",
         shutdown_grace_seconds=inputs.parse(
-            "shutdown-grace", lambda v: duration_arg(v, what="shutdown grace"), "30s"
+            "shutdown-grace", _shutdown_grace, "30s"
         )
         or 0.0,
         log_format=log_format or "text",

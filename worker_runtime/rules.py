@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_RENEW_FRACTION",
     "MAX_LEASE_TTL_SECONDS",
     "MAX_RENEW_FRACTION",
+    "MAX_SHUTDOWN_GRACE_SECONDS",
     "MIN_LEASE_TTL_SECONDS",
     "MIN_PERIOD_SECONDS",
     "MIN_RENEW_INTERVAL_SECONDS",
@@ -26,6 +27,7 @@ __all__ = [
     "check_jitter",
     "check_lease",
     "check_period",
+    "check_shutdown_grace",
     "default_renew_interval",
     "load_timezone",
 ]
@@ -49,6 +51,8 @@ DEFAULT_RENEW_FRACTION = 1 / 3
 #: expire after their TTL. Below the pod's termination margin, so the kubelet never has to
 #: kill it.
 STOP_OVERRUN_SECONDS = 5.0
+#: The longest shutdown grace (``--shutdown-grace``, ``spec.shutdownGrace``).
+MAX_SHUTDOWN_GRACE_SECONDS = 3600.0
 
 
 def _shown(seconds: float, text: str | None) -> str:
@@ -129,3 +133,11 @@ def load_timezone(name: str, *, what: str = "time zone") -> ZoneInfo:
         raise ValueError(
             f"{what} {name!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)"
         ) from None
+
+
+def check_shutdown_grace(seconds: float, *, text: str, what: str = "shutdown grace") -> None:
+    """At most ``MAX_SHUTDOWN_GRACE_SECONDS``: longer is a mistake, and the pod's
+    termination grace (this plus a margin) would keep a node drain waiting that long."""
+    if seconds > MAX_SHUTDOWN_GRACE_SECONDS:
+        most = format_duration(MAX_SHUTDOWN_GRACE_SECONDS)
+        raise ValueError(f"{what} {text} is longer than the maximum {most}")

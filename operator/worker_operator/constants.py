@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Final
 
+from worker_runtime.durations import format_duration
+from worker_runtime.rules import MAX_SHUTDOWN_GRACE_SECONDS
+
 __all__ = [
     "ANNOTATION_ELECTION",
     "API_VERSION",
@@ -77,7 +80,7 @@ RESERVED_POD_LABELS: Final = (
 ANNOTATION_ELECTION: Final = f"{GROUP}/election"
 
 MAX_REPLICAS: Final = 100
-MAX_SHUTDOWN_GRACE: Final = "1h"
+MAX_SHUTDOWN_GRACE: Final = format_duration(MAX_SHUTDOWN_GRACE_SECONDS)
 #: The smallest ``spec.tmpSizeLimit``.
 MIN_TMP_SIZE: Final = "1Mi"
 #: The longest condition message in status (metav1.Condition's bound).

@@ -134,6 +134,11 @@ W = "tests.workers.sample:Ticker"
         (["run", W, "--period", "-1s"], {}, "--period: period '-1s' is not a duration"),
         (["run", W, "--shutdown-grace", "-5s"], {}, "shutdown grace '-5s' is not a duration"),
         (["trigger", "Ticker", "--wait", "-1s"], {}, "--wait '-1s' is not a duration"),
+        (
+            ["run", W],
+            {"TICKWORK_SHUTDOWN_GRACE": "2h"},
+            "TICKWORK_SHUTDOWN_GRACE: shutdown grace 2h is longer than the maximum 1h",
+        ),
         (["run", W, "--name", "bad name!"], {}, "worker name 'bad name!' must be"),
         (["run", W, "--frobnicate"], {}, "unrecognized arguments: --frobnicate"),
         (["run"], {}, "the following arguments are required"),
