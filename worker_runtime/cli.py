@@ -240,10 +240,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> RuntimeSe
         schedule_overrides=overrides,
         services=services,
         replica_id=inputs.parse("replica-id", check_replica_id, socket.gethostname()) or "",
-        shutdown_grace_seconds=inputs.parse(
-            "shutdown-grace", _shutdown_grace, "30s"
-        )
-        or 0.0,
+        shutdown_grace_seconds=inputs.parse("shutdown-grace", _shutdown_grace, "30s") or 0.0,
         log_format=log_format or "text",
         log_level=level or "INFO",
         redis_url=redis_url,

@@ -136,6 +136,11 @@ class Schedule:
             grace = to_seconds(misfire_grace, what="misfire grace")
             if grace <= 0:
                 raise ValueError(f"misfire grace {misfire_grace!r} must be greater than zero")
+            if misfire_value is not Misfire.CATCH_UP:
+                # as spec.schedule.misfireGrace: with skip no missed slot runs, late or not
+                raise ValueError(
+                    f"misfire grace {misfire_grace!r} applies only with misfire catch_up"
+                )
         if cron_expr is not None:
             interval = _typical_cron_interval(cron_expr, zone, timezone=zone_name)
         else:
@@ -173,6 +178,8 @@ class Schedule:
         if changes.get("period") is not None:
             current["cron"] = None
             current["timezone"] = None
+        if changes.get("misfire") not in (None, Misfire.CATCH_UP, Misfire.CATCH_UP.value):
+            current["misfire_grace"] = None  # the class's grace went with its catch_up
         current.update({k: v for k, v in changes.items() if v is not None})
         return Schedule.build(**current)  # type: ignore[arg-type]
 

@@ -111,6 +111,10 @@ def test_a_delay_schedule_that_missed_its_run_during_a_takeover_is_skipped_once(
         ({"cron": "* * * * *", "timezone": "Nowhere/Land"}, "'Nowhere/Land' is not an IANA"),
         ({"period": 1, "timeout": 0}, "timeout 0 must be greater than zero"),
         ({"period": 1, "misfire": "later"}, "misfire policy 'later' is not one of"),
+        (
+            {"period": 1, "misfire_grace": "1s"},
+            "misfire grace '1s' applies only with misfire catch_up",
+        ),
         ({"period": 1, "mode": "rate", "jitter": "2s"}, "must be shorter than the period"),
         (
             {"cron": "* 2 25-31 3 */7", "timezone": "Europe/Berlin"},
@@ -168,7 +172,8 @@ def _count_cron_evaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_planning_after_a_24_hour_outage_costs_no_more_than_after_a_5_minute_one(
     misfire: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    s = Schedule.build(cron="* * * * *", misfire=misfire, misfire_grace="1h")
+    grace = "1h" if misfire == "catch_up" else None
+    s = Schedule.build(cron="* * * * *", misfire=misfire, misfire_grace=grace)
     calls = _count_cron_evaluations(monkeypatch)
     costs = {}
     for outage in (300, 86400, 30 * 86400):
@@ -193,3 +198,11 @@ def test_an_outage_over_a_daylight_saving_change_counts_every_real_missed_minute
     plan = plan_next(s, state, now=start + 86400 + 5, resumed=True)
     # 24 real hours hold 144 ten-minute slots whatever the wall clock does.
     assert (plan.skipped, plan.slot) == (144, start + 86400 + 600)
+
+
+def test_overriding_catch_up_with_skip_drops_the_classs_misfire_grace() -> None:
+    base = Schedule.build(period=60, misfire="catch_up", misfire_grace="5m")
+    assert base.with_overrides(misfire="skip").misfire_grace_seconds is None
+    assert base.with_overrides(misfire_grace="1m").misfire_grace_seconds == 60
+    with pytest.raises(ValueError, match="applies only with misfire catch_up"):
+        base.with_overrides(misfire="skip", misfire_grace="1m")
