@@ -27,8 +27,8 @@ def validate_worker_name(name: str) -> str:
     # fullmatch: ``$`` in ``match`` would let a trailing newline through into every log line.
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(
-            f"worker name {name!r} must be 1-200 characters of letters, digits and _ . : / -, "
-            "starting with a letter or digit"
+            f"worker name {name!r} must be 1-200 characters of ASCII letters, digits and "
+            "_ . : / -, starting with a letter or digit"
         )
     return name
 
