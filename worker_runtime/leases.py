@@ -129,7 +129,9 @@ class LeaseBackend(ABC):
     @abstractmethod
     async def record_run(self, owner: str, record: RunRecord) -> bool:
         """Store the run's outcome (and its end, for the schedule), only for the holder.
-        The stored ``last_success_at`` moves only on success."""
+        The stored ``last_success_at`` moves only on success. For a caller that no longer
+        holds the lease, False; a backend should then still put the end and outcome in the
+        status of that same run if it still reads ``running`` (same slot and token)."""
 
     async def ping(self) -> None:  # noqa: B027 - optional hook
         """Raise if the backend cannot be reached (readiness)."""
@@ -268,6 +270,15 @@ class _InProcessLease(LeaseBackend):
 
     async def record_run(self, owner: str, record: RunRecord) -> bool:
         if not self._holds(owner):
+            current = self._slot.record
+            if (
+                current is not None
+                and current.outcome is Outcome.RUNNING
+                and (current.slot, current.fencing_token) == (record.slot, record.fencing_token)
+            ):
+                self._slot.record = replace(
+                    current, ended_at=record.ended_at, outcome=record.outcome
+                )
             return False
         if record.ended_at is not None:
             state = self._slot.state

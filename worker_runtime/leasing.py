@@ -439,7 +439,22 @@ class LeaseKeeper:
                 self._maybe_holding = False
                 self._end_term(term, LeaseLoss.STOLEN)
             return stored
+        await self._close_status(record)
         return False
+
+    async def _close_status(self, record: RunRecord) -> None:
+        """The term ended before the run's record: one try at the status alone (the backend
+        fences it by the run's slot and token), so it does not read ``running`` for good."""
+        try:
+            await self._call(
+                "record",
+                lambda: self.backend.record_run(self.owner, record),
+                self.timing.op_timeout_seconds,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the status stays 'running'; the next claim replaces it
+            log.debug("closing the status of worker %r failed: %r", self.backend.worker, exc)
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -167,9 +167,16 @@ return 1
 # KEYS[1] lease hash, KEYS[2] schedule hash, KEYS[3] status hash
 # ARGV[1] owner, ARGV[2] ended_at, ARGV[3] outcome, ARGV[4] slot, ARGV[5] started_at,
 # ARGV[6] replica id, ARGV[7] fencing token
-# Returns 1 when recorded, 0 when the caller does not hold the lease.
+# Returns 1 when recorded, 0 when the caller does not hold the lease. Then only the status
+# of that same run (its slot and token, still 'running': no later claim replaced it) gets
+# its end and outcome, so that it does not read 'running' for good.
 _RECORD = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
+  if redis.call('HGET', KEYS[3], 'outcome') == 'running'
+      and redis.call('HGET', KEYS[3], 'slot') == ARGV[4]
+      and redis.call('HGET', KEYS[3], 'fencing_token') == ARGV[7] then
+    redis.call('HSET', KEYS[3], 'ended_at', ARGV[2], 'outcome', ARGV[3])
+  end
   return 0
 end
 redis.call('HSET', KEYS[2], 'last_end', ARGV[2])

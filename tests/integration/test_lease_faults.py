@@ -294,6 +294,14 @@ def test_a_tick_that_blocks_the_event_loop_past_its_lease_is_reported_not_a_succ
         proc.wait(timeout=30)
     assert code == 503 and "blocked" in body, (code, body)
     assert took < 3.5, f"/healthz took {took:.1f}s to answer while the loop was blocked"
+    # The run's status says how it ended, though its record could no longer be stored.
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        status = client.hgetall(WorkerKeys("Blocker").status)
+    finally:
+        client.close()
+    assert status["outcome"] == "lease_lost", status
+    assert float(status["ended_at"]) > float(status["started_at"]), status
     text = stderr.read_text()
     assert "past the lease's deadline" in text
     assert "event loop was blocked for" in text
